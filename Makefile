@@ -1,0 +1,42 @@
+# pacs-triage: `make run` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export TCP_NODELAY := 1
+
+.PHONY: install system run test lint realdata bench demo-bundle lock clean
+
+install:
+	@.ci/ensure-env.sh
+
+system:
+	@.ci/ensure-system.sh
+
+run: install system
+	$(BIN)/triage db upgrade
+	$(BIN)/triage serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install system lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+realdata: install system
+	$(BIN)/python -m bench.realdata ../shared/data
+
+bench: install system
+	$(BIN)/python -m bench.ingest
+
+demo-bundle: install
+	$(BIN)/training demo
+
+# Regenerate requirements.lock from pyproject.toml's direct needs (run by hand, commit the result).
+lock:
+	rm -rf /tmp/pacs-triage-lock && python3 -m venv /tmp/pacs-triage-lock
+	/tmp/pacs-triage-lock/bin/pip install -q torch==2.14.1 torchvision==0.29.2 -e .[dev]
+	/tmp/pacs-triage-lock/bin/pip freeze --exclude-editable | grep -v '^pacs-triage' > requirements.lock
+
+clean:
+	rm -rf var .pytest_cache

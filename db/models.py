@@ -1,0 +1,217 @@
+"""Typed SQLAlchemy 2.0 models: studies, series, instances, jobs, predictions, deliveries, audit.
+
+The database is the source of truth: a study's state here decides what the reconciler
+re-queues, and a prediction row is the durable record of what a model said, with the
+exact bundle (name, version, sha256) that said it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from db.vocabulary import AuditEventType, JobState, StudyState
+
+UID = String(64)
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now; every stored time is UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(DateTime):
+    """A DateTime that always stores timezone-aware UTC (SQLite drops the zone otherwise)."""
+
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+
+def _enum(enum_cls: type) -> Enum:
+    return Enum(
+        enum_cls,
+        native_enum=False,
+        length=32,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every pacs-triage table."""
+
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+class Study(Base):
+    """One DICOM study as received; ``version`` increases each time it is completed again."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    state: Mapped[StudyState] = mapped_column(_enum(StudyState), default=StudyState.RECEIVING)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    calling_aet: Mapped[str | None] = mapped_column(String(16))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    study_description: Mapped[str | None] = mapped_column(String(128))
+    accession_number: Mapped[str | None] = mapped_column(String(64))
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    first_received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    series: Mapped[list[Series]] = relationship(back_populates="study", cascade="all")
+
+    __table_args__ = (Index("ix_studies_state", "state"),)
+
+
+class Series(Base):
+    """One series of a study, with the count it announced (if any) for completion."""
+
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    series_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    series_description: Mapped[str | None] = mapped_column(String(128))
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    expected_instances: Mapped[int | None] = mapped_column(Integer)
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series", cascade="all")
+
+    __table_args__ = (Index("ix_series_study", "study_id"),)
+
+
+class Instance(Base):
+    """One received SOP instance and where its bytes lie in the spool."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    position_z: Mapped[float | None] = mapped_column(Float)
+    image_position: Mapped[str | None] = mapped_column(String(96))
+    image_orientation: Mapped[str | None] = mapped_column(String(192))
+    calling_aet: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    file_path: Mapped[str] = mapped_column(Text)
+    file_size: Mapped[int] = mapped_column(BigInteger)
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+    __table_args__ = (Index("ix_instances_series", "series_id"),)
+
+
+class Job(Base):
+    """One inference run of one study version through one bundle; the idempotency key."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    study_version: Mapped[int] = mapped_column(Integer)
+    bundle_sha256: Mapped[str] = mapped_column(String(64))
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (
+        UniqueConstraint("study_id", "study_version", "bundle_sha256", name="uq_job_key"),
+    )
+
+
+class Prediction(Base):
+    """What a model said about one study version, with the exact bundle that said it."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    study_version: Mapped[int] = mapped_column(Integer)
+    series_instance_uid: Mapped[str | None] = mapped_column(UID)
+    bundle_name: Mapped[str] = mapped_column(String(128))
+    bundle_version: Mapped[str] = mapped_column(String(64))
+    bundle_sha256: Mapped[str] = mapped_column(String(64))
+    synthetic_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False)
+    probabilities: Mapped[dict[str, Any]] = mapped_column()
+    flags: Mapped[dict[str, Any]] = mapped_column()
+    thresholds: Mapped[dict[str, Any]] = mapped_column()
+    priority: Mapped[str] = mapped_column(String(16))
+    slice_scores: Mapped[list[Any]] = mapped_column()
+    timings: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("study_id", "study_version", "bundle_sha256", name="uq_prediction_key"),
+    )
+
+
+class Delivery(Base):
+    """One attempt series to send a prediction to one destination (SR, HL7, webhook)."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(32))
+    destination: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("prediction_id", "channel", "destination", name="uq_delivery_key"),
+    )
+
+
+class AuditEvent(Base):
+    """An append-only audit record; written only through :func:`db.audit.record_event`."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    event_type: Mapped[AuditEventType] = mapped_column(_enum(AuditEventType))
+    actor: Mapped[str] = mapped_column(String(128))
+    study_instance_uid: Mapped[str | None] = mapped_column(UID)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_audit_study", "study_instance_uid"),)

@@ -1,0 +1,100 @@
+"""Plain query functions over a :class:`~sqlalchemy.orm.Session`; callers own the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.models import Instance, Series, Study, utcnow
+from db.vocabulary import StudyState
+
+
+def find_study(session: Session, study_uid: str) -> Study | None:
+    """The study with this Study Instance UID, if recorded."""
+    return session.scalars(select(Study).where(Study.study_instance_uid == study_uid)).one_or_none()
+
+
+def find_series(session: Session, series_uid: str) -> Series | None:
+    """The series with this Series Instance UID, if recorded."""
+    return session.scalars(
+        select(Series).where(Series.series_instance_uid == series_uid)
+    ).one_or_none()
+
+
+def instance_exists(session: Session, sop_instance_uid: str) -> bool:
+    """Whether an instance with this SOP Instance UID is already recorded."""
+    found = session.scalar(
+        select(Instance.id).where(Instance.sop_instance_uid == sop_instance_uid).limit(1)
+    )
+    return found is not None
+
+
+def studies_in_states(session: Session, states: Iterable[StudyState]) -> Sequence[Study]:
+    """Studies currently in any of ``states``, oldest first."""
+    return session.scalars(
+        select(Study).where(Study.state.in_(list(states))).order_by(Study.first_received_at)
+    ).all()
+
+
+def series_instances(session: Session, study_id: int) -> Sequence[tuple[Series, Instance]]:
+    """Every (series, instance) pair of a study, for rebuilding progress after a restart."""
+    rows = session.execute(
+        select(Series, Instance)
+        .join(Instance, Instance.series_id == Series.id)
+        .where(Series.study_id == study_id)
+    ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+def set_study_state(
+    session: Session, study: Study, state: StudyState, reason: str | None = None
+) -> None:
+    """Move a study to ``state`` (the one vocabulary), recording why."""
+    study.state = state
+    study.state_reason = reason
+    study.updated_at = utcnow()
+
+
+def study_summaries(session: Session) -> list[dict[str, Any]]:
+    """One dict per study for ``triage audit studies``: state, counts and times."""
+    series_count = (
+        select(Series.study_id, func.count(Series.id).label("n"))
+        .group_by(Series.study_id)
+        .subquery()
+    )
+    instance_count = (
+        select(Series.study_id, func.count(Instance.id).label("n"))
+        .join(Instance, Instance.series_id == Series.id)
+        .group_by(Series.study_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Study, series_count.c.n, instance_count.c.n)
+        .outerjoin(series_count, series_count.c.study_id == Study.id)
+        .outerjoin(instance_count, instance_count.c.study_id == Study.id)
+        .order_by(Study.first_received_at)
+    ).all()
+
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return [
+        {
+            "study_instance_uid": study.study_instance_uid,
+            "state": study.state.value,
+            "state_reason": study.state_reason,
+            "version": study.version,
+            "calling_aet": study.calling_aet,
+            "modality": study.modality,
+            "series_count": n_series or 0,
+            "instance_count": n_instances or 0,
+            "first_received_at": iso(study.first_received_at),
+            "last_received_at": iso(study.last_received_at),
+            "completed_at": iso(study.completed_at),
+        }
+        for study, n_series, n_instances in rows
+    ]

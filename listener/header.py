@@ -1,0 +1,128 @@
+"""Read only the tags that group an instance into its series and study.
+
+Pixel data is never decoded on the receive path: we parse up to (not including) the
+pixel data element and keep the rest as opaque bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from listener.uids import require_uid
+
+
+class MalformedDatasetError(ValueError):
+    """The received bytes are not a dataset we can file: the reason goes to quarantine."""
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """Grouping and geometry tags of one instance (no patient names kept here)."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str | None
+    body_part: str | None
+    series_description: str | None
+    study_description: str | None
+    series_number: int | None
+    instance_number: int | None
+    image_position: tuple[float, float, float] | None
+    image_orientation: tuple[float, ...] | None
+    images_in_acquisition: int | None
+    accession_number: str | None
+    patient_id: str | None
+    study_date: str | None
+
+    @property
+    def position_along_normal(self) -> float | None:
+        """Slice position projected on the normal of the image plane (handles gantry tilt)."""
+        if self.image_position is None:
+            return None
+        if self.image_orientation is None or len(self.image_orientation) != 6:
+            return self.image_position[2]
+        r, c = self.image_orientation[:3], self.image_orientation[3:]
+        normal = (
+            r[1] * c[2] - r[2] * c[1],
+            r[2] * c[0] - r[0] * c[2],
+            r[0] * c[1] - r[1] * c[0],
+        )
+        return sum(p * n for p, n in zip(self.image_position, normal, strict=True))
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value).strip()[:limit] or None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(ds: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return numbers if len(numbers) == count else None
+
+
+def header_from_dataset(ds: Dataset) -> InstanceHeader:
+    """Extract and validate the grouping tags; raise :class:`MalformedDatasetError` if unusable."""
+    try:
+        study_uid = require_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
+        series_uid = require_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
+        sop_uid = require_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
+        sop_class = require_uid(ds.get("SOPClassUID"), "SOPClassUID")
+    except ValueError as exc:
+        raise MalformedDatasetError(str(exc)) from None
+    position = _floats(ds, "ImagePositionPatient", 3)
+    return InstanceHeader(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_instance_uid=sop_uid,
+        sop_class_uid=sop_class,
+        modality=_text(ds, "Modality", 16),
+        body_part=_text(ds, "BodyPartExamined", 64),
+        series_description=_text(ds, "SeriesDescription", 128),
+        study_description=_text(ds, "StudyDescription", 128),
+        series_number=_int(ds, "SeriesNumber"),
+        instance_number=_int(ds, "InstanceNumber"),
+        image_position=position,  # type: ignore[arg-type]
+        image_orientation=_floats(ds, "ImageOrientationPatient", 6),
+        images_in_acquisition=_int(ds, "ImagesInAcquisition"),
+        accession_number=_text(ds, "AccessionNumber", 64),
+        patient_id=_text(ds, "PatientID", 64),
+        study_date=_text(ds, "StudyDate", 8),
+    )
+
+
+def parse_header(encoded: bytes) -> InstanceHeader:
+    """Parse a DICOM file's bytes (preamble and file meta included) up to the pixel data."""
+    try:
+        ds = dcmread(BytesIO(encoded), stop_before_pixels=True)
+        return header_from_dataset(ds)
+    except MalformedDatasetError:
+        raise
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as exc:
+        raise MalformedDatasetError(f"cannot parse dataset: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # pydicom raises assorted errors on garbage; none may escape
+        raise MalformedDatasetError(f"cannot parse dataset: {type(exc).__name__}: {exc}") from None
