@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Instance, Series, Study, utcnow
@@ -98,3 +98,13 @@ def study_summaries(session: Session) -> list[dict[str, Any]]:
         }
         for study, n_series, n_instances in rows
     ]
+
+
+def mark_queued_if_complete(session: Session, study_id: int, version: int) -> bool:
+    """Move a study from ``complete`` to ``queued`` unless a worker already moved it on."""
+    result = session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.version == version, Study.state == StudyState.COMPLETE)
+        .values(state=StudyState.QUEUED, state_reason=None, updated_at=utcnow())
+    )
+    return bool(result.rowcount)

@@ -6,7 +6,7 @@ pixel data element and keep the rest as opaque bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 
 from pydicom import dcmread
@@ -40,6 +40,9 @@ class InstanceHeader:
     accession_number: str | None
     patient_id: str | None
     study_date: str | None
+    rows: int | None = None
+    columns: int | None = None
+    has_pixel_data: bool | None = None  # None when it cannot be told without inflating
 
     @property
     def position_along_normal(self) -> float | None:
@@ -112,14 +115,24 @@ def header_from_dataset(ds: Dataset) -> InstanceHeader:
         accession_number=_text(ds, "AccessionNumber", 64),
         patient_id=_text(ds, "PatientID", 64),
         study_date=_text(ds, "StudyDate", 8),
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
     )
+
+
+_PIXEL_DATA_TAG = {False: b"\xe0\x7f\x10\x00", True: b"\x7f\xe0\x00\x10"}
 
 
 def parse_header(encoded: bytes) -> InstanceHeader:
     """Parse a DICOM file's bytes (preamble and file meta included) up to the pixel data."""
     try:
         ds = dcmread(BytesIO(encoded), stop_before_pixels=True)
-        return header_from_dataset(ds)
+        header = header_from_dataset(ds)
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if syntax is not None and not syntax.is_deflated:
+            tag = _PIXEL_DATA_TAG[not syntax.is_little_endian]
+            header = replace(header, has_pixel_data=tag in encoded)
+        return header
     except MalformedDatasetError:
         raise
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as exc:

@@ -73,7 +73,9 @@ class Spool:
             _fsync_dir(folder.parent.parent)
         self._known_dirs.add(folder)
 
-    def write(self, study_uid: str, series_uid: str, sop_uid: str, data: bytes | memoryview) -> SpooledFile:
+    def write(
+        self, study_uid: str, series_uid: str, sop_uid: str, data: bytes | memoryview
+    ) -> SpooledFile:
         """Atomically store ``data``; raise :class:`SpoolFullError` when the disk is full."""
         final = self.path_for(study_uid, series_uid, sop_uid)
         temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")

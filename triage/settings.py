@@ -25,7 +25,9 @@ from pydantic_settings import (
 )
 
 ENV_PREFIX = "TRIAGE_"
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # default character repertoire, no backslash
+_AE_TITLE = re.compile(
+    r"^[\x20-\x5b\x5d-\x7e]{1,16}$"
+)  # default character repertoire, no backslash
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_BUNDLE = PROJECT_ROOT / "worker" / "bundles" / "demo"
 

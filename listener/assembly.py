@@ -1,0 +1,237 @@
+"""Assemble instances into studies and fire completion once per study version.
+
+Each stored instance is noted here; a ticker thread asks the pure policy in
+``listener.completion`` whether each open study is complete. Completion bumps the
+study's version (so later arrivals reopen it and a new version is predicted, never lost),
+applies the routing rule, and hands routed studies to the dispatch seam. After a restart,
+studies still ``receiving`` are rebuilt from the database, their timers continuing from
+the stored last-arrival time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import queries
+from db.audit import record_event
+from db.models import Study, utcnow
+from db.vocabulary import AuditEventType, StudyState
+from listener.completion import SeriesProgress, decide
+from listener.dispatch import Dispatcher
+from listener.routing import RoutingRule, SeriesFacts
+
+log = logging.getLogger(__name__)
+ACTOR = "listener"
+
+
+@dataclass
+class OpenStudy:
+    """In-memory progress of a study that is still receiving."""
+
+    study_id: int
+    study_uid: str
+    last_received: float  # time.monotonic() of the newest instance
+    series: dict[str, SeriesProgress] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompletionPolicy:
+    """The timer settings the policy is evaluated with."""
+
+    stable_seconds: float
+    quiet_seconds: float
+    site_expected: int = 0
+
+
+class StudyAssembler:
+    """Tracks open studies and completes them; thread-safe."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        policy: CompletionPolicy,
+        rule: RoutingRule,
+        dispatch: Dispatcher,
+        *,
+        tick_seconds: float = 0.2,
+    ) -> None:
+        self._sessions = session_factory
+        self._policy = policy
+        self._rule = rule
+        self._dispatch = dispatch
+        self._tick = tick_seconds
+        self._open: dict[str, OpenStudy] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- arrivals -----------------------------------------------------------------------
+    def note_instance(
+        self,
+        *,
+        study_id: int,
+        study_uid: str,
+        series_uid: str,
+        instance_number: int | None,
+        position: float | None,
+        expected: int | None,
+    ) -> None:
+        """Record that an instance of this study was stored just now (resets its timer)."""
+        with self._lock:
+            study = self._open.get(study_uid)
+            if study is None:
+                study = OpenStudy(study_id, study_uid, time.monotonic())
+                self._open[study_uid] = study
+            progress = study.series.setdefault(series_uid, SeriesProgress(expected=expected))
+            if expected and not progress.expected:
+                progress.expected = expected
+            progress.add(instance_number, position)
+            study.last_received = time.monotonic()
+
+    def open_studies(self) -> list[str]:
+        """UIDs of studies still waiting for completion."""
+        with self._lock:
+            return list(self._open)
+
+    # -- restart ------------------------------------------------------------------------
+    def resume(self) -> int:
+        """Rebuild open studies from the database after a restart; returns how many."""
+        now_wall = utcnow()
+        now_mono = time.monotonic()
+        resumed = 0
+        with self._sessions() as session:
+            for study in queries.studies_in_states(session, [StudyState.RECEIVING]):
+                age = (now_wall - study.last_received_at).total_seconds()
+                open_study = OpenStudy(study.id, study.study_instance_uid, now_mono - max(age, 0))
+                for series, instance in queries.series_instances(session, study.id):
+                    progress = open_study.series.setdefault(
+                        series.series_instance_uid,
+                        SeriesProgress(expected=series.expected_instances),
+                    )
+                    progress.add(instance.instance_number, instance.position_z)
+                with self._lock:
+                    self._open.setdefault(study.study_instance_uid, open_study)
+                record_event(
+                    session,
+                    AuditEventType.STUDY_RESUMED,
+                    actor=ACTOR,
+                    study_instance_uid=study.study_instance_uid,
+                    detail={"instances": sum(p.count for p in open_study.series.values())},
+                )
+                resumed += 1
+            session.commit()
+        if resumed:
+            log.info("resumed %d incomplete studies from the database", resumed)
+        return resumed
+
+    # -- the ticker ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background thread that completes studies."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="study-completion", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the ticker (open studies stay ``receiving`` in the database for resume)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            try:
+                self.check_now()
+            except Exception:
+                log.exception("completion check failed; will retry")
+
+    def check_now(self) -> list[str]:
+        """Complete every study whose policy says so; returns the completed UIDs."""
+        now = time.monotonic()
+        due: list[tuple[OpenStudy, str]] = []
+        with self._lock:
+            for uid, study in list(self._open.items()):
+                decision = decide(
+                    now=now,
+                    last_received=study.last_received,
+                    series=list(study.series.values()),
+                    stable_seconds=self._policy.stable_seconds,
+                    quiet_seconds=self._policy.quiet_seconds,
+                    site_expected=self._policy.site_expected,
+                )
+                if decision.complete:
+                    due.append((study, decision.reason))
+                    del self._open[uid]
+        for study, reason in due:
+            try:
+                self._complete(study, reason)
+            except Exception:
+                log.exception(
+                    "could not complete study; will retry", extra={"study_uid": study.study_uid}
+                )
+                with self._lock:
+                    self._open.setdefault(study.study_uid, study)
+        return [study.study_uid for study, _ in due]
+
+    def _complete(self, open_study: OpenStudy, reason: str) -> None:
+        with self._sessions() as session:
+            study = session.get(Study, open_study.study_id)
+            if study is None or study.state != StudyState.RECEIVING:
+                return
+            study.version += 1
+            study.completed_at = utcnow()
+            queries.set_study_state(session, study, StudyState.COMPLETE, reason)
+            updated = study.version > 1
+            record_event(
+                session,
+                AuditEventType.STUDY_UPDATED if updated else AuditEventType.STUDY_COMPLETED,
+                actor=ACTOR,
+                study_instance_uid=study.study_instance_uid,
+                detail={"version": study.version, "reason": reason},
+            )
+            facts = [
+                SeriesFacts(s.modality, s.body_part, s.series_description, study.study_description)
+                for s in study.series
+            ]
+            routed, why = self._rule.decide(facts)
+            if not routed:
+                queries.set_study_state(session, study, StudyState.IGNORED, why)
+                record_event(
+                    session,
+                    AuditEventType.STUDY_IGNORED,
+                    actor=ACTOR,
+                    study_instance_uid=study.study_instance_uid,
+                    detail={"reason": why},
+                )
+            session.commit()
+            log.info(
+                "study %s (version %d): %s",
+                "updated" if updated else "complete",
+                study.version,
+                reason,
+                extra={"study_uid": study.study_instance_uid},
+            )
+            if not routed:
+                return
+            try:
+                task_id = self._dispatch(study.id, study.study_instance_uid, study.version)
+            except Exception as exc:  # broker down: the reconciler re-queues from the database
+                log.warning(
+                    "could not queue study (%s); it stays complete for the reconciler",
+                    type(exc).__name__,
+                    extra={"study_uid": study.study_instance_uid},
+                )
+                return
+            queries.mark_queued_if_complete(session, study.id, study.version)
+            record_event(
+                session,
+                AuditEventType.STUDY_QUEUED,
+                actor=ACTOR,
+                study_instance_uid=study.study_instance_uid,
+                detail={"version": study.version, "task_id": task_id},
+            )
+            session.commit()

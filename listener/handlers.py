@@ -1,0 +1,152 @@
+"""pynetdicom event handlers: small functions that return an explicit DICOM status.
+
+Every failure maps to a named status and is never raised into pynetdicom:
+0xA700 out of resources (disk full), 0xA900 dataset does not match SOP class,
+0xC210 cannot understand (malformed, bad UIDs), 0xC211 unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pydicom.uid import UID
+from pynetdicom.events import Event
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.audit import record_event
+from db.vocabulary import AuditEventType
+from listener.assembly import StudyAssembler
+from listener.header import InstanceHeader, MalformedDatasetError, parse_header
+from listener.ingest import InstanceRecorder
+from listener.spool import Quarantine, Spool, SpoolFullError
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+SOP_CLASS_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC210
+PROCESSING_FAILURE = 0xC211
+
+
+@dataclass
+class StoreContext:
+    """What the C-STORE handler needs, bound once when the SCP starts."""
+
+    spool: Spool
+    quarantine: Quarantine
+    recorder: InstanceRecorder
+    assembler: StudyAssembler
+    sessions: sessionmaker[Session]
+
+
+def _calling_aet(event: Event) -> str:
+    return str(event.assoc.requestor.ae_title).strip()
+
+
+def _reject(ctx: StoreContext, event: Event, data: bytes, status: int, reason: str) -> int:
+    calling = _calling_aet(event)
+    path = ctx.quarantine.keep(
+        data,
+        reason,
+        {"calling_aet": calling, "status": f"0x{status:04X}"},
+    )
+    log.warning(
+        "rejected dataset from %s with 0x%04X: %s (kept as %s)", calling, status, reason, path.name
+    )
+    try:
+        with ctx.sessions() as session:
+            record_event(
+                session,
+                AuditEventType.INSTANCE_QUARANTINED,
+                actor=f"ae:{calling}",
+                detail={"reason": reason[:500], "status": status, "file": path.name},
+            )
+            session.commit()
+    except Exception:
+        log.exception("could not audit a quarantined dataset")
+    return status
+
+
+def _iod_problem(header: InstanceHeader) -> str | None:
+    """Why an image dataset does not match its (image) SOP class, or None."""
+    name = UID(header.sop_class_uid).name
+    if "Image Storage" not in name:
+        return None
+    if not header.rows or not header.columns:
+        return f"{name} without Rows/Columns"
+    if header.has_pixel_data is False:
+        return f"{name} without Pixel Data"
+    return None
+
+
+def handle_store(event: Event, ctx: StoreContext) -> int:
+    """Store one instance durably, record it, note it for completion; answer its status."""
+    try:
+        data = event.encoded_dataset()
+    except Exception as exc:
+        log.exception("could not read the received dataset")
+        return _reject(ctx, event, b"", CANNOT_UNDERSTAND, f"unreadable dataset: {exc}")
+    try:
+        header = parse_header(data)
+    except MalformedDatasetError as exc:
+        return _reject(ctx, event, data, CANNOT_UNDERSTAND, str(exc))
+
+    request = event.request
+    if header.sop_class_uid != str(request.AffectedSOPClassUID):
+        return _reject(
+            ctx,
+            event,
+            data,
+            SOP_CLASS_MISMATCH,
+            f"SOP Class UID {header.sop_class_uid} does not match the request's "
+            f"{request.AffectedSOPClassUID}",
+        )
+    problem = _iod_problem(header)
+    if problem:
+        return _reject(ctx, event, data, SOP_CLASS_MISMATCH, problem)
+    if header.sop_instance_uid != str(request.AffectedSOPInstanceUID):
+        return _reject(
+            ctx,
+            event,
+            data,
+            CANNOT_UNDERSTAND,
+            "SOP Instance UID in the dataset differs from the request's",
+        )
+
+    try:
+        if ctx.recorder.is_known(header.sop_instance_uid):
+            log.info("re-sent instance ignored", extra={"study_uid": header.study_uid})
+            return SUCCESS
+        spooled = ctx.spool.write(
+            header.study_uid, header.series_uid, header.sop_instance_uid, data
+        )
+        outcome = ctx.recorder.record(
+            header,
+            spooled,
+            calling_aet=_calling_aet(event),
+            transfer_syntax_uid=str(event.context.transfer_syntax),
+        )
+    except SpoolFullError as exc:
+        log.error("spool full: %s", exc)
+        return OUT_OF_RESOURCES
+    except Exception:
+        log.exception("could not store instance", extra={"study_uid": header.study_uid})
+        return PROCESSING_FAILURE
+
+    if outcome.new:
+        ctx.assembler.note_instance(
+            study_id=outcome.study_id,
+            study_uid=header.study_uid,
+            series_uid=header.series_uid,
+            instance_number=header.instance_number,
+            position=header.position_along_normal,
+            expected=header.images_in_acquisition,
+        )
+    return SUCCESS
+
+
+def handle_echo(event: Event) -> int:
+    """Verification (C-ECHO): always success while the listener is up."""
+    return SUCCESS

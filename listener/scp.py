@@ -1,0 +1,130 @@
+"""The C-STORE SCP: which SOP classes and transfer syntaxes we accept, and how it is started.
+
+We accept every storage SOP class (a hospital sends CT, MR, CR/DX, secondary capture,
+enhanced CT, SR and more; routing later decides what is triaged) in uncompressed and the
+common compressed transfer syntaxes, so a scanner never has to transcode for us.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.events import Event
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.audit import record_event
+from db.vocabulary import AuditEventType
+from listener.handlers import StoreContext, handle_echo, handle_store
+from listener.tls import server_context
+from triage.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
+
+def build_ae(settings: Settings) -> AE:
+    """An AE with our contexts, timeouts, PDU size, association limit and calling-AE allowlist."""
+    ae = AE(ae_title=settings.ae_title)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+    ae.add_supported_context(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.acse_timeout = settings.acse_timeout
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.network_timeout = settings.network_timeout
+    ae.maximum_associations = settings.max_associations
+    if settings.allowed_calling_aets:
+        ae.require_calling_aet = list(settings.allowed_calling_aets)
+    return ae
+
+
+def _audit_rejection(event: Event, sessions: sessionmaker[Session]) -> None:
+    calling = str(event.assoc.requestor.ae_title).strip()
+    log.warning("association from %s (%s) rejected", calling, event.assoc.requestor.address)
+    try:
+        with sessions() as session:
+            record_event(
+                session,
+                AuditEventType.ASSOCIATION_REJECTED,
+                actor=f"ae:{calling}",
+                detail={"address": event.assoc.requestor.address},
+            )
+            session.commit()
+    except Exception:
+        log.exception("could not audit an association rejection")
+
+
+@dataclass
+class RunningSCP:
+    """A started SCP; ``port`` is the bound port (useful when 0 was asked for)."""
+
+    ae: AE
+    server: ThreadedAssociationServer
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        """Stop accepting and close the server socket."""
+        self.server.shutdown()
+        self.ae.shutdown()
+
+
+def start_scp(settings: Settings, ctx: StoreContext, *, port: int | None = None) -> RunningSCP:
+    """Start serving in background threads and return at once."""
+    ae = build_ae(settings)
+    handlers: list[Any] = [
+        (evt.EVT_C_STORE, handle_store, [ctx]),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_REJECTED, _audit_rejection, [ctx.sessions]),
+    ]
+    ssl_context = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        ssl_context = server_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
+    address = (settings.dicom_bind, settings.dicom_port if port is None else port)
+    server = ae.start_server(address, block=False, evt_handlers=handlers, ssl_context=ssl_context)
+    assert server is not None
+    log.info(
+        "listening as %s on %s:%d%s",
+        settings.ae_title,
+        address[0],
+        server.server_address[1],
+        " (TLS)" if ssl_context else "",
+    )
+    return RunningSCP(ae, server)

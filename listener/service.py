@@ -1,0 +1,68 @@
+"""Wire the listener together from settings: database, spool, assembler, dispatch, SCP."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from db.engine import make_engine, make_session_factory
+from db.migrate import upgrade_to_head
+from listener.assembly import CompletionPolicy, StudyAssembler
+from listener.dispatch import CeleryDispatcher, Dispatcher
+from listener.handlers import StoreContext
+from listener.ingest import InstanceRecorder
+from listener.routing import RoutingRule
+from listener.scp import RunningSCP, start_scp
+from listener.spool import Quarantine, Spool
+from triage.settings import Settings
+from worker.celery_app import make_celery
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ListenerService:
+    """A running listener: stop it to close the port and the completion ticker."""
+
+    scp: RunningSCP
+    assembler: StudyAssembler
+
+    @property
+    def port(self) -> int:
+        return self.scp.port
+
+    def stop(self) -> None:
+        self.scp.stop()
+        self.assembler.stop()
+
+
+def start_listener(
+    settings: Settings, *, dispatcher: Dispatcher | None = None, port: int | None = None
+) -> ListenerService:
+    """Migrate the database, resume incomplete studies and start serving."""
+    upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    if dispatcher is None:
+        dispatcher = CeleryDispatcher(make_celery(settings))
+    assembler = StudyAssembler(
+        sessions,
+        CompletionPolicy(
+            settings.stable_seconds, settings.quiet_seconds, settings.expected_instances
+        ),
+        RoutingRule.from_lists(
+            settings.route_modalities, settings.route_body_parts, settings.route_description_pattern
+        ),
+        dispatcher,
+    )
+    assembler.resume()
+    assembler.start()
+    ctx = StoreContext(
+        spool=Spool(settings.spool_dir, fsync=settings.spool_fsync),
+        quarantine=Quarantine(settings.quarantine_dir),
+        recorder=InstanceRecorder(sessions),
+        assembler=assembler,
+        sessions=sessions,
+    )
+    scp = start_scp(settings, ctx, port=port)
+    return ListenerService(scp, assembler)

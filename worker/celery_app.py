@@ -1,0 +1,45 @@
+"""The Celery application, configured from the settings (and nothing heavier than Celery).
+
+Production uses Redis (``TRIAGE_BROKER_URL=redis://127.0.0.1:6379/0``); the embedded
+default is Kombu's file-system transport under ``VAR_DIR/broker``, which needs no server
+and survives restarts because messages are files.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from triage.settings import Settings
+
+PROCESS_STUDY_TASK = "worker.process_study"
+INFERENCE_QUEUE = "inference"
+DELIVERY_QUEUE = "delivery"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """Build a Celery app bound to ``settings``' broker, with exactly-once-friendly options."""
+    app = Celery("pacs_triage", broker=settings.broker_url, set_as_current=False)
+    transport_options: dict[str, object] = {"visibility_timeout": 3600}
+    if settings.broker_url.startswith("filesystem://"):
+        folder = settings.broker_dir.resolve()
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport_options.update(
+            data_folder_in=str(folder / "queue"),
+            data_folder_out=str(folder / "queue"),
+            processed_folder=str(folder / "processed"),
+            store_processed=False,
+        )
+    app.conf.update(
+        broker_transport_options=transport_options,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=INFERENCE_QUEUE,
+        task_routes={PROCESS_STUDY_TASK: {"queue": INFERENCE_QUEUE}},
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
