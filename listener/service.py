@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_to_head
 from listener.assembly import CompletionPolicy, StudyAssembler
-from listener.dispatch import CeleryDispatcher, Dispatcher
+from listener.dispatch import Dispatcher, StudyQueue
 from listener.handlers import StoreContext
 from listener.ingest import InstanceRecorder
 from listener.routing import RoutingRule
@@ -44,7 +44,7 @@ def start_listener(
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     if dispatcher is None:
-        dispatcher = CeleryDispatcher(make_celery(settings))
+        dispatcher = StudyQueue(make_celery(settings))
     assembler = StudyAssembler(
         sessions,
         CompletionPolicy(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -46,6 +48,79 @@ def listen() -> None:
         _wait_for_signal()
     finally:
         service.stop()
+
+
+def _start_reconciler(settings: Settings) -> None:
+    from db.engine import make_engine, make_session_factory
+    from worker.celery_app import StudyQueue, make_celery
+    from worker.reconciler import Reconciler
+
+    sessions = make_session_factory(make_engine(settings.database_url))
+    Reconciler(sessions, StudyQueue(make_celery(settings)), settings).start()
+
+
+@main.command()
+@click.option(
+    "--pool",
+    default="prefork",
+    show_default=True,
+    type=click.Choice(["prefork", "solo", "threads"]),
+)
+@click.option(
+    "--reconcile/--no-reconcile",
+    default=True,
+    show_default=True,
+    help="Run the reconciler that re-queues studies without a result.",
+)
+def worker(pool: str, reconcile: bool) -> None:
+    """Run a Celery inference worker (one per GPU or per CPU host)."""
+    from db.migrate import upgrade_to_head
+
+    settings = _settings()
+    upgrade_to_head(settings.database_url)
+    if reconcile:
+        _start_reconciler(settings)
+    from worker.app import app
+    from worker.celery_app import INFERENCE_QUEUE
+
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            INFERENCE_QUEUE,
+            "--concurrency",
+            str(settings.worker_concurrency),
+            "--pool",
+            pool,
+            "--loglevel",
+            logging.getLevelName(logging.getLogger().level),
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@main.command()
+def serve() -> None:
+    """Run listener and worker together (what `make run` starts)."""
+    from listener.service import start_listener
+
+    settings = _settings()
+    service = start_listener(settings)
+    worker_process = subprocess.Popen([sys.executable, "-m", "triage.cli", "worker"])
+    click.echo(
+        f"pacs-triage serving: DICOM {settings.ae_title}@{settings.dicom_bind}:{service.port}, "
+        f"database {settings.database_url.split('@')[-1]}, model bundle {settings.model_bundle}"
+    )
+    try:
+        _wait_for_signal()
+    finally:
+        service.stop()
+        worker_process.terminate()
+        try:
+            worker_process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker_process.kill()
 
 
 @main.group()

@@ -114,6 +114,35 @@ class Settings(BaseSettings):
     model_bundle: Path = Field(DEMO_BUNDLE, description="Deployed model bundle directory.")
     shadow_bundle: Path | None = Field(None, description="Second bundle run beside, never sent.")
 
+    # --- worker --------------------------------------------------------------------
+    worker_concurrency: int = Field(1, ge=1, le=64, description="Inference processes per worker.")
+    torch_threads: int = Field(
+        0, ge=0, le=256, description="CPU threads for torch (0 = all cores)."
+    )
+    inference_device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto = CUDA when present, else CPU.",
+    )
+    inference_batch_size: int = Field(16, ge=1, le=4096, description="Slices per model batch.")
+    max_attempts: int = Field(
+        3, ge=1, le=20, description="Deliveries of a study task before it fails."
+    )
+    task_time_limit: float = Field(1800.0, gt=0, description="Hard limit for one study task (s).")
+    visibility_timeout: float = Field(
+        3600.0, gt=0, description="Broker redelivery timeout; must exceed TASK_TIME_LIMIT."
+    )
+    reconcile_after_seconds: float = Field(
+        120.0, gt=0, description="Re-queue complete studies still without a result after this."
+    )
+    reconcile_interval_seconds: float = Field(
+        30.0, gt=0, description="How often the reconciler looks."
+    )
+    series_min_slices: int = Field(5, ge=1, description="Fewest slices a series needs to be read.")
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Site threshold overrides per class (JSON)."
+    )
+
     @field_validator("allowed_calling_aets", "route_modalities", "route_body_parts", mode="before")
     @classmethod
     def _comma_lists(cls, value: Any) -> Any:
@@ -149,6 +178,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.var_dir / 'triage.sqlite').as_posix()}"
         if not self.broker_url:
             self.broker_url = "filesystem://"
+        if self.visibility_timeout <= self.task_time_limit:
+            raise ValueError("visibility_timeout must exceed task_time_limit")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.tls_ca is not None and self.tls_cert is None:

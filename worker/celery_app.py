@@ -7,6 +7,8 @@ and survives restarts because messages are files.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from celery import Celery
 
 from triage.settings import Settings
@@ -19,7 +21,7 @@ DELIVERY_QUEUE = "delivery"
 def make_celery(settings: Settings) -> Celery:
     """Build a Celery app bound to ``settings``' broker, with exactly-once-friendly options."""
     app = Celery("pacs_triage", broker=settings.broker_url, set_as_current=False)
-    transport_options: dict[str, object] = {"visibility_timeout": 3600}
+    transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout}
     if settings.broker_url.startswith("filesystem://"):
         folder = settings.broker_dir.resolve()
         for sub in ("queue", "processed"):
@@ -41,5 +43,34 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=settings.task_time_limit * 0.9,
+        task_acks_on_failure_or_timeout=True,
+        worker_concurrency=settings.worker_concurrency,
+        result_backend=None,
+        task_ignore_result=True,
     )
     return app
+
+
+class Dispatcher(Protocol):
+    """Sends a study version to inference and returns the task id; raises if it cannot."""
+
+    def __call__(self, study_id: int, study_uid: str, version: int) -> str: ...
+
+
+class StudyQueue:
+    """Sends a study version to the inference queue by task name (no worker code imported).
+
+    This is the one dispatch seam: the listener calls it on completion and the reconciler
+    on re-queue. Raises whatever the broker raises when it cannot take the message.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def __call__(self, study_id: int, study_uid: str, version: int) -> str:
+        result = self._app.send_task(
+            PROCESS_STUDY_TASK, args=[study_id, version], queue=INFERENCE_QUEUE
+        )
+        return str(result.id)

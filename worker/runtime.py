@@ -1,0 +1,93 @@
+"""Per-process resources of a worker: settings, database sessions, loaded bundles, device.
+
+Built lazily once per process (after Celery forks its pool), never at import, so importing
+the task module is cheap and a forked child never inherits a parent's database connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import make_engine, make_session_factory
+from triage.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from training.bundle import Bundle
+
+log = logging.getLogger(__name__)
+
+
+def choose_device(setting: str) -> str:
+    """``auto`` means CUDA when present, else CPU."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+@dataclass
+class WorkerRuntime:
+    """What one worker process holds: built once, shared by its tasks."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    device: str
+    _bundles: dict[Path, Bundle] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def bundle(self, path: Path) -> Bundle:
+        """Load (and verify) a bundle once per process."""
+        from training.bundle import load_bundle
+
+        resolved = Path(path).resolve()
+        with self._lock:
+            if resolved not in self._bundles:
+                bundle = load_bundle(resolved)
+                bundle.image_model.to(self.device).eval()
+                bundle.sequence_model.to(self.device).eval()
+                self._bundles[resolved] = bundle
+                log.info(
+                    "loaded bundle %s %s (sha256 %s) on %s%s",
+                    bundle.name,
+                    bundle.version,
+                    bundle.sha256[:12],
+                    self.device,
+                    " - SYNTHETIC DEMO, NOT FOR CLINICAL USE" if bundle.synthetic_demo else "",
+                )
+            return self._bundles[resolved]
+
+    @property
+    def batch_size(self) -> int:
+        """Slices per model batch: the setting on CPU, larger on a GPU."""
+        if self.device.startswith("cuda"):
+            return max(self.settings.inference_batch_size, 256)
+        return self.settings.inference_batch_size
+
+
+_runtime: dict[int, WorkerRuntime] = {}
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> WorkerRuntime:
+    """This process's runtime (rebuilt in a forked child, keyed by pid)."""
+    pid = os.getpid()
+    with _runtime_lock:
+        if pid not in _runtime:
+            settings = get_settings()
+            import torch
+
+            if settings.torch_threads:
+                torch.set_num_threads(settings.torch_threads)
+            engine = make_engine(settings.database_url)
+            _runtime[pid] = WorkerRuntime(
+                settings, make_session_factory(engine), choose_device(settings.inference_device)
+            )
+        return _runtime[pid]
