@@ -1,0 +1,313 @@
+"""Versioned model bundles: the one thing training hands to the worker.
+
+Why: the worker must deploy exactly what was validated. A bundle is a folder holding the
+weights of both stages (safetensors), a JSON config that names the architectures and their
+hyperparameters, the preprocessing spec, class names, operating thresholds, metrics, a summary
+of the training data and the creation time, and a manifest with a sha256 per file and one over
+all of them. The loader refuses a bundle whose files do not match their hashes.
+
+Worker API
+----------
+>>> bundle = load_bundle(path)                    # raises BundleIntegrityError on tampering
+>>> bundle.name, bundle.version, bundle.sha256, bundle.synthetic_demo, bundle.disclaimer
+>>> bundle.class_names, bundle.thresholds           # thresholds: study-level, per class
+>>> spec = bundle.preprocess                         # training.preprocessing.PreprocessSpec
+>>> x, order = preprocess_datasets(datasets, spec)   # from training.preprocessing
+>>> pred = bundle.predict_volume(x)                  # or an (N, H, W) float32 HU array
+>>> pred.study_probabilities["any"], pred.slice_probabilities[0]["subdural"]
+
+``bundle.image_model(x) -> (embeddings, logits)`` and
+``bundle.sequence_model(embeddings[None], logits[None]) -> (study_logits, slice_logits)`` are
+there for callers that batch differently (see ``training.models``).
+
+Files: ``config.json``, ``model.safetensors``, ``sha256.json`` (manifest) and optionally
+report files (``report.json``, ``summary.md``, PNGs), all covered by the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from training.classes import DISCLAIMER_SYNTHETIC
+from training.models import ImageModel, SequenceModel, build_image_model, build_sequence_model
+from training.preprocessing import PreprocessSpec, volume_to_tensor
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "sha256.json"
+DEFAULT_DISCLAIMER = "triage aid — not a diagnosis; a radiologist reads every study"
+
+
+class BundleIntegrityError(RuntimeError):
+    """A bundle file is missing or does not match the sha256 recorded for it."""
+
+
+class BundleFormatError(ValueError):
+    """A bundle's config cannot be understood (unknown format or missing key)."""
+
+
+@dataclass(frozen=True)
+class VolumePrediction:
+    """Probabilities for one ordered series: per study and per slice (same order as input)."""
+
+    study_probabilities: dict[str, float]
+    slice_probabilities: list[dict[str, float]]
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified bundle with both models built and in eval mode."""
+
+    path: Path
+    config: dict[str, Any]
+    sha256: str
+    preprocess: PreprocessSpec
+    image_model: ImageModel
+    sequence_model: SequenceModel
+    class_names: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return str(self.config["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.config["version"])
+
+    @property
+    def created_at(self) -> str:
+        return str(self.config["created_at"])
+
+    @property
+    def synthetic_demo(self) -> bool:
+        return bool(self.config.get("synthetic_demo", False))
+
+    @property
+    def disclaimer(self) -> str:
+        return str(self.config.get("disclaimer", DEFAULT_DISCLAIMER))
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Study-level operating thresholds per class (target sensitivity on validation)."""
+        return {k: float(v) for k, v in self.config["thresholds"].items()}
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.config.get("metrics", {}))
+
+    def predict_volume(
+        self,
+        slices: np.ndarray | torch.Tensor,
+        batch_size: int = 16,
+        device: str | torch.device = "cpu",
+    ) -> VolumePrediction:
+        """Score one series whose slices are already in patient-axis order.
+
+        Parameters
+        ----------
+        slices
+            ``(N, H, W)`` float32 HU, or an ``(N, 3, size, size)`` tensor already made by
+            ``training.preprocessing`` with this bundle's spec.
+        batch_size
+            Slices per image-model forward pass (bounds memory).
+        device
+            Where to run; the models are moved there.
+        """
+        x = slices if isinstance(slices, torch.Tensor) and slices.ndim == 4 else None
+        if x is None:
+            x = volume_to_tensor(slices, self.preprocess)
+        self.image_model.to(device)
+        self.sequence_model.to(device)
+        embeddings, logits = [], []
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], batch_size):
+                emb, log = self.image_model(x[start : start + batch_size].to(device))
+                embeddings.append(emb)
+                logits.append(log)
+            emb_all, log_all = torch.cat(embeddings)[None], torch.cat(logits)[None]
+            study, refined = self.sequence_model(emb_all, log_all)
+            study_p = torch.sigmoid(study[0]).cpu().tolist()
+            slice_p = torch.sigmoid(refined[0]).cpu().tolist()
+        names = self.class_names
+        return VolumePrediction(
+            study_probabilities=dict(zip(names, study_p, strict=True)),
+            slice_probabilities=[dict(zip(names, row, strict=True)) for row in slice_p],
+        )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _overall_sha256(files: Mapping[str, str]) -> str:
+    lines = "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def export_bundle(
+    out_dir: Path,
+    *,
+    image_model: ImageModel,
+    sequence_model: SequenceModel,
+    image_arch: str,
+    image_params: dict[str, Any],
+    sequence_arch: str,
+    sequence_params: dict[str, Any],
+    class_names: tuple[str, ...] | list[str],
+    preprocess: PreprocessSpec,
+    thresholds: dict[str, float],
+    name: str,
+    version: str,
+    synthetic_demo: bool = False,
+    metrics: dict[str, Any] | None = None,
+    training_data: dict[str, Any] | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> str:
+    """Write a bundle folder and return its overall sha256.
+
+    Files the folder already holds from an earlier export are replaced; other files are left
+    alone but are not part of the manifest, so the loader ignores them.
+
+    Raises
+    ------
+    ValueError
+        If a threshold names a class the models do not predict, or a name is empty.
+    """
+    class_names = tuple(class_names)
+    if not name or not version:
+        raise ValueError("name and version must not be empty")
+    unknown = set(thresholds) - set(class_names)
+    if unknown:
+        raise ValueError(f"thresholds: classes {sorted(unknown)} are not in class_names")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    old_manifest = out_dir / MANIFEST_FILE
+    if old_manifest.exists():
+        for old in json.loads(old_manifest.read_text()).get("files", {}):
+            (out_dir / old).unlink(missing_ok=True)
+    tensors = {f"image.{k}": v for k, v in image_model.state_dict().items()}
+    tensors |= {f"sequence.{k}": v for k, v in sequence_model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+    config = {
+        "format": BUNDLE_FORMAT,
+        "name": name,
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "synthetic_demo": synthetic_demo,
+        "disclaimer": DISCLAIMER_SYNTHETIC if synthetic_demo else DEFAULT_DISCLAIMER,
+        "class_names": list(class_names),
+        "thresholds": {k: float(v) for k, v in thresholds.items()},
+        "preprocess": preprocess.to_dict(),
+        "image_model": {"arch": image_arch, "params": image_params},
+        "sequence_model": {
+            "arch": sequence_arch,
+            "embed_dim": image_model.num_features,
+            "params": sequence_params,
+        },
+        "hyperparameters": hyperparameters or {},
+        "metrics": metrics or {},
+        "training_data": training_data or {},
+    }
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+    for file_name, payload in (extra_files or {}).items():
+        (out_dir / file_name).write_bytes(payload)
+    names = [CONFIG_FILE, WEIGHTS_FILE, *(extra_files or {})]
+    files = {n: _file_sha256(out_dir / n) for n in names}
+    overall = _overall_sha256(files)
+    manifest = {"algorithm": "sha256", "files": files, "sha256": overall}
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    logger.info("exported bundle %s %s to %s (sha256 %s)", name, version, out_dir, overall)
+    return overall
+
+
+def verify_bundle(path: Path) -> str:
+    """Check every file in the manifest against its sha256 and return the overall digest.
+
+    Raises
+    ------
+    BundleIntegrityError
+        Naming the file that is missing or whose content changed, or when the manifest itself
+        is missing, unreadable or inconsistent.
+    """
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files: dict[str, str] = dict(manifest["files"])
+        recorded = str(manifest["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleIntegrityError(f"{manifest_path}: missing or unreadable manifest") from exc
+    for required in (CONFIG_FILE, WEIGHTS_FILE):
+        if required not in files:
+            raise BundleIntegrityError(f"{path / required}: not covered by the manifest")
+    for file_name, expected in files.items():
+        target = path / file_name
+        if not target.is_file():
+            raise BundleIntegrityError(f"{target}: listed in the manifest but missing")
+        actual = _file_sha256(target)
+        if actual != expected:
+            raise BundleIntegrityError(
+                f"{target}: sha256 {actual} does not match the manifest ({expected}); "
+                "the bundle was modified after export and is refused"
+            )
+    if _overall_sha256(files) != recorded:
+        raise BundleIntegrityError(f"{manifest_path}: overall sha256 does not match its files")
+    return recorded
+
+
+def load_bundle(path: Path | str, *, device: str | torch.device = "cpu") -> Bundle:
+    """Verify a bundle, rebuild both models from its config and load the weights.
+
+    Raises
+    ------
+    BundleIntegrityError
+        If any file does not match the manifest.
+    BundleFormatError
+        If the config is of an unknown format or lacks a required key.
+    """
+    path = Path(path)
+    digest = verify_bundle(path)
+    config = json.loads((path / CONFIG_FILE).read_text())
+    if config.get("format") != BUNDLE_FORMAT:
+        raise BundleFormatError(f"{path / CONFIG_FILE}: unknown format {config.get('format')!r}")
+    try:
+        class_names = tuple(config["class_names"])
+        spec = PreprocessSpec.from_dict(config["preprocess"])
+        image_cfg, seq_cfg = config["image_model"], config["sequence_model"]
+        image_model = build_image_model(image_cfg["arch"], len(class_names), **image_cfg["params"])
+        sequence_model = build_sequence_model(
+            seq_cfg["arch"], int(seq_cfg["embed_dim"]), len(class_names), **seq_cfg["params"]
+        )
+        for key in ("name", "version", "created_at", "thresholds"):
+            config[key]  # noqa: B018 - presence check
+    except KeyError as exc:
+        raise BundleFormatError(f"{path / CONFIG_FILE}: missing key {exc}") from exc
+    tensors = load_file(str(path / WEIGHTS_FILE), device="cpu")
+    image_state = {k[6:]: v for k, v in tensors.items() if k.startswith("image.")}
+    seq_state = {k[9:]: v for k, v in tensors.items() if k.startswith("sequence.")}
+    image_model.load_state_dict(image_state)
+    sequence_model.load_state_dict(seq_state)
+    image_model.to(device).eval()
+    sequence_model.to(device).eval()
+    logger.info("loaded bundle %s %s (sha256 %s)", config["name"], config["version"], digest)
+    return Bundle(path, config, digest, spec, image_model, sequence_model, class_names)
