@@ -83,6 +83,7 @@ def worker(pool: str, reconcile: bool) -> None:
     from worker.app import app
     from worker.celery_app import INFERENCE_QUEUE
 
+    app.conf.worker_pool = pool
     app.worker_main(
         [
             "worker",

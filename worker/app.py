@@ -1,10 +1,41 @@
-"""The worker's Celery app with its tasks registered: ``celery -A worker.app worker``."""
+"""The worker's Celery app with its tasks registered: ``celery -A worker.app worker``.
+
+The deployed bundle is loaded when each pool process starts (not on the first study), so
+the first study after a restart does not pay the model load in its latency.
+"""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from celery.signals import worker_process_init, worker_ready
+
 from triage.settings import get_settings
 from worker.celery_app import make_celery
+from worker.runtime import get_runtime
 from worker.tasks import register_tasks
+
+log = logging.getLogger(__name__)
 
 app = make_celery(get_settings())
 register_tasks(app)
+
+
+def preload_bundles() -> None:
+    """Load the deployed (and shadow) bundle into this process."""
+    runtime = get_runtime()
+    runtime.bundle(runtime.settings.model_bundle)
+    if runtime.settings.shadow_bundle is not None:
+        runtime.bundle(runtime.settings.shadow_bundle)
+
+
+@worker_process_init.connect
+def _preload_in_pool_process(**_: Any) -> None:
+    preload_bundles()
+
+
+@worker_ready.connect
+def _preload_in_single_process(**_: Any) -> None:
+    if app.conf.worker_pool in ("solo", "threads"):
+        preload_bundles()

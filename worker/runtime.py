@@ -64,6 +64,16 @@ class WorkerRuntime:
                 )
             return self._bundles[resolved]
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerRuntime:
+        """Build a runtime (engine, device, torch threads) for ``settings``."""
+        import torch
+
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        engine = make_engine(settings.database_url)
+        return cls(settings, make_session_factory(engine), choose_device(settings.inference_device))
+
     @property
     def batch_size(self) -> int:
         """Slices per model batch: the setting on CPU, larger on a GPU."""
@@ -81,13 +91,5 @@ def get_runtime() -> WorkerRuntime:
     pid = os.getpid()
     with _runtime_lock:
         if pid not in _runtime:
-            settings = get_settings()
-            import torch
-
-            if settings.torch_threads:
-                torch.set_num_threads(settings.torch_threads)
-            engine = make_engine(settings.database_url)
-            _runtime[pid] = WorkerRuntime(
-                settings, make_session_factory(engine), choose_device(settings.inference_device)
-            )
+            _runtime[pid] = WorkerRuntime.from_settings(get_settings())
         return _runtime[pid]

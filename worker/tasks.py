@@ -167,9 +167,10 @@ def _store(
     return created
 
 
-def run_study(study_id: int, version: int, *, task_id: str | None = None) -> str:
+def run_study(
+    study_id: int, version: int, *, runtime: WorkerRuntime, task_id: str | None = None
+) -> str:
     """Process one study version; returns what happened (for logs and tests)."""
-    runtime = get_runtime()
     received = time.time()
     bundle = runtime.bundle(runtime.settings.model_bundle)
     with runtime.sessions() as session:
@@ -310,6 +311,6 @@ def register_tasks(app: Celery) -> None:
         max_retries=10,
     )
     def process_study(self: Any, study_id: int, version: int) -> str:
-        outcome = run_study(study_id, version, task_id=self.request.id)
+        outcome = run_study(study_id, version, runtime=get_runtime(), task_id=self.request.id)
         log.info("study %d v%d: %s", study_id, version, outcome, extra={"task_id": self.request.id})
         return outcome

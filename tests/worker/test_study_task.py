@@ -1,0 +1,141 @@
+"""The study task on a real received study: idempotent, fails cleanly, caps attempts, shadows.
+
+Studies arrive through the real listener (DCMTK storescu); the task runs in-process here so
+each behaviour is checked directly. Broker-level behaviour is in test_exactly_once.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from db.models import AuditEvent, Job, Prediction, Study
+from db.vocabulary import AuditEventType, StudyState
+from listener.service import start_listener
+from triage.settings import Settings
+from worker.runtime import WorkerRuntime
+from worker.tasks import run_study
+
+
+def _receive(settings: Settings, files: list[Path], poll: Callable, send: Callable) -> int:
+    """Send a study through the listener; return its database id once complete."""
+    queued: list[int] = []
+    service = start_listener(
+        settings, dispatcher=lambda sid, uid, v: queued.append(sid) or "t", port=0
+    )
+    try:
+        send(service.port, files)
+        poll(lambda: queued, what="study completion")
+    finally:
+        service.stop()
+    return queued[0]
+
+
+@pytest.fixture
+def received(make_settings, database_url, tiny_bundle, lesion_studies, poll, send_study):
+    settings = make_settings(database_url=database_url, model_bundle=tiny_bundle)
+    study = lesion_studies("subdural")
+    study_id = _receive(settings, study.files, poll, send_study)
+    return settings, study_id, study
+
+
+def _predictions(runtime: WorkerRuntime) -> list[Prediction]:
+    with runtime.sessions() as session:
+        return list(session.scalars(select(Prediction)))
+
+
+def test_running_twice_stores_one_prediction_with_its_bundle(received):
+    settings, study_id, study = received
+    runtime = WorkerRuntime.from_settings(settings)
+    assert run_study(study_id, 1, runtime=runtime) == "predicted"
+    assert run_study(study_id, 1, runtime=runtime) == "already predicted"
+
+    [prediction] = _predictions(runtime)
+    bundle = runtime.bundle(settings.model_bundle)
+    assert prediction.bundle_sha256 == bundle.sha256
+    assert (prediction.bundle_name, prediction.bundle_version) == ("tiny-untrained", "1")
+    assert prediction.synthetic_demo is True
+    assert set(prediction.probabilities) == set(bundle.class_names)
+    assert len(prediction.slice_scores) == len(study.files)
+    assert prediction.priority in ("critical", "urgent", "routine")
+    assert prediction.timings["slices"] == len(study.files)
+    with runtime.sessions() as session:
+        assert session.get(Study, study_id).state == StudyState.PREDICTED
+        events = [e.event_type for e in session.scalars(select(AuditEvent))]
+    assert AuditEventType.INFERENCE_STARTED in events
+    assert events.count(AuditEventType.PREDICTION_STORED) == 1
+
+
+def test_slice_scores_are_in_patient_axis_order(received):
+    settings, study_id, _ = received
+    runtime = WorkerRuntime.from_settings(settings)
+    run_study(study_id, 1, runtime=runtime)
+    [prediction] = _predictions(runtime)
+    numbers = [s["instance_number"] for s in prediction.slice_scores]
+    assert numbers == sorted(numbers) or numbers == sorted(numbers, reverse=True)
+
+
+def test_undecodable_study_fails_with_its_reason(received):
+    settings, study_id, _ = received
+    for path in settings.spool_dir.rglob("*.dcm"):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])  # pixel data cut short
+    runtime = WorkerRuntime.from_settings(settings)
+    outcome = run_study(study_id, 1, runtime=runtime)
+    assert outcome.startswith("failed")
+    with runtime.sessions() as session:
+        study = session.get(Study, study_id)
+        assert study.state == StudyState.FAILED
+        assert "cannot decode" in study.state_reason
+        events = [e.event_type for e in session.scalars(select(AuditEvent))]
+    assert AuditEventType.INFERENCE_FAILED in events
+    assert _predictions(runtime) == []
+
+
+def test_poison_study_fails_after_the_attempt_cap(
+    received, make_settings, database_url, tiny_bundle
+):
+    settings, study_id, _ = received
+    capped = make_settings(database_url=database_url, model_bundle=tiny_bundle, max_attempts=2)
+    runtime = WorkerRuntime.from_settings(capped)
+    bundle = runtime.bundle(capped.model_bundle)
+    with runtime.sessions() as session:  # two deliveries already died mid-inference
+        session.add(
+            Job(study_id=study_id, study_version=1, bundle_sha256=bundle.sha256, attempts=2)
+        )
+        session.commit()
+    assert run_study(study_id, 1, runtime=runtime) == "failed: too many attempts"
+    with runtime.sessions() as session:
+        study = session.get(Study, study_id)
+        assert study.state == StudyState.FAILED
+        assert "gave up after 2 attempts" in study.state_reason
+    assert _predictions(runtime) == []
+
+
+def test_stale_version_is_left_to_the_newer_task(received):
+    settings, study_id, _ = received
+    runtime = WorkerRuntime.from_settings(settings)
+    with runtime.sessions() as session:
+        session.get(Study, study_id).version = 2
+        session.commit()
+    assert run_study(study_id, 1, runtime=runtime).startswith("stale version")
+    assert _predictions(runtime) == []
+
+
+def test_shadow_bundle_is_stored_marked_shadow(
+    received, make_settings, database_url, tiny_bundle, second_tiny_bundle
+):
+    settings, study_id, _ = received
+    with_shadow = make_settings(
+        database_url=database_url, model_bundle=tiny_bundle, shadow_bundle=second_tiny_bundle
+    )
+    runtime = WorkerRuntime.from_settings(with_shadow)
+    assert run_study(study_id, 1, runtime=runtime) == "predicted"
+    predictions = {p.bundle_name: p for p in _predictions(runtime)}
+    assert set(predictions) == {"tiny-untrained", "tiny-shadow"}
+    assert predictions["tiny-shadow"].shadow is True
+    assert predictions["tiny-untrained"].shadow is False
+    assert predictions["tiny-shadow"].bundle_sha256 != predictions["tiny-untrained"].bundle_sha256
