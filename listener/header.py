@@ -123,14 +123,43 @@ def header_from_dataset(ds: Dataset) -> InstanceHeader:
 _PIXEL_DATA_TAG = {False: b"\xe0\x7f\x10\x00", True: b"\x7f\xe0\x00\x10"}
 
 
+_SEQUENCE_DELIMITER = {
+    False: b"\xfe\xff\xdd\xe0\x00\x00\x00\x00",
+    True: b"\xff\xfe\xe0\xdd\x00\x00\x00\x00",
+}
+
+
+def _check_pixel_data_whole(encoded: bytes, start: int, implicit: bool, big: bool) -> None:
+    """Raise when the Pixel Data element starting at ``start`` runs past the received bytes."""
+    length_at = start + (4 if implicit else 8)
+    length = int.from_bytes(encoded[length_at : length_at + 4], "big" if big else "little")
+    if length == 0xFFFFFFFF:  # encapsulated: the fragments must end with a delimiter
+        if encoded.find(_SEQUENCE_DELIMITER[big], length_at + 4) == -1:
+            raise MalformedDatasetError("Pixel Data is cut short: no sequence delimiter")
+    elif length_at + 4 + length > len(encoded):
+        raise MalformedDatasetError(
+            f"Pixel Data is cut short: {length} bytes declared, "
+            f"{max(len(encoded) - length_at - 4, 0)} received"
+        )
+
+
 def parse_header(encoded: bytes) -> InstanceHeader:
-    """Parse a DICOM file's bytes (preamble and file meta included) up to the pixel data."""
+    """Parse a DICOM file's bytes (preamble and file meta included) up to the pixel data.
+
+    Raises :class:`MalformedDatasetError` when the bytes cannot be filed, including a
+    dataset whose Pixel Data element is cut short (a truncated transfer).
+    """
     try:
-        ds = dcmread(BytesIO(encoded), stop_before_pixels=True)
+        stream = BytesIO(encoded)
+        ds = dcmread(stream, stop_before_pixels=True)
         header = header_from_dataset(ds)
         syntax = ds.file_meta.get("TransferSyntaxUID")
         if syntax is not None and not syntax.is_deflated:
-            tag = _PIXEL_DATA_TAG[not syntax.is_little_endian]
+            big = not syntax.is_little_endian
+            tag = _PIXEL_DATA_TAG[big]
+            start = stream.tell()  # dcmread stops at the start of the Pixel Data element
+            if encoded[start : start + 4] == tag:
+                _check_pixel_data_whole(encoded, start, syntax.is_implicit_VR, big)
             header = replace(header, has_pixel_data=tag in encoded)
         return header
     except MalformedDatasetError:
