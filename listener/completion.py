@@ -86,13 +86,29 @@ def decide(
     stable_seconds: float,
     quiet_seconds: float,
     site_expected: int = 0,
+    count_quiet_seconds: float | None = None,
 ) -> Decision:
-    """Decide whether a study is complete at time ``now`` (seconds, any common clock)."""
+    """Decide whether a study is complete at time ``now`` (seconds, any common clock).
+
+    A count the scanner announced is definitive for its series, so when every series is
+    whole by count the study completes after ``count_quiet_seconds`` (default: the shorter
+    of 0.5 s and ``quiet_seconds``), leaving only room for a next series to begin; whole by
+    geometry alone waits the full ``quiet_seconds``, since a pause mid-series looks the same.
+    """
     idle = now - last_received
     if idle >= stable_seconds:
         return Decision(True, f"idle for {idle:.1f}s (stable_seconds={stable_seconds:g})")
-    if series and idle >= quiet_seconds:
-        reasons = [series_whole(s, site_expected) for s in series]
-        if all(reasons):
-            return Decision(True, f"all {len(series)} series whole after {idle:.1f}s quiet")
+    if not series:
+        return Decision(False, "waiting")
+    if count_quiet_seconds is None:
+        count_quiet_seconds = min(0.5, quiet_seconds)
+    if idle < min(count_quiet_seconds, quiet_seconds):
+        return Decision(False, "waiting")
+    reasons = [series_whole(s, site_expected) for s in series]
+    if not all(reasons):
+        return Decision(False, "waiting")
+    by_count = all(r is not None and r.startswith("announced count") for r in reasons)
+    if by_count or idle >= quiet_seconds:
+        how = "by announced count" if by_count else "by geometry"
+        return Decision(True, f"all {len(series)} series whole {how} after {idle:.1f}s quiet")
     return Decision(False, "waiting")

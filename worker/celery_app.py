@@ -31,6 +31,7 @@ def make_celery(settings: Settings) -> Celery:
             data_folder_out=str(folder / "queue"),
             processed_folder=str(folder / "processed"),
             store_processed=False,
+            polling_interval=0.1,  # file polling; Redis needs none (BRPOP)
         )
     app.conf.update(
         broker_transport_options=transport_options,
