@@ -15,7 +15,7 @@ class InvalidUIDError(ValueError):
 
 def is_valid_uid(value: object) -> bool:
     """True when ``value`` is a syntactically valid DICOM UID (and so safe in a path)."""
-    return isinstance(value, str) and len(value) <= 64 and _UID.match(value) is not None
+    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
 
 
 def require_uid(value: object, what: str) -> str:
