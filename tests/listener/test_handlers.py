@@ -9,8 +9,7 @@ leaves nothing half-written recorded.
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,25 +125,6 @@ def test_bad_dataset_is_refused_quarantined_and_next_study_is_stored(
 
 
 # -- disk full -----------------------------------------------------------------------------
-@pytest.fixture
-def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A real 2 MiB tmpfs mounted for this test (we run as root in the test container)."""
-    mount_point = tmp_path / "small-fs"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {mounted.stderr}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_full_spool_answers_out_of_resources_and_records_nothing_half_written(
     small_filesystem: Path,
     head_ct: PhantomStudy,
