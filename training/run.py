@@ -1,0 +1,250 @@
+"""One training run end to end: data, split, both stages, thresholds, reports, run folder.
+
+Why a run folder: export, evaluation and audits need to know exactly what was trained on what.
+The folder holds the resolved config, the split, both checkpoints, the model description, the
+thresholds, the histories and the validation/test reports; ``training export`` turns it into a
+bundle without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.aggregate import studies_from_series
+from training.config import TrainConfig, save_config
+from training.datasets import LabelledDataset, read_folder_dataset, read_rsna_dataset
+from training.datasets.records import label_matrix, pooled_labels
+from training.image_stage import ImageStageTrainer, predict_slices, resolve_device, seed_everything
+from training.metrics import level_report
+from training.models import build_sequence_model
+from training.patient_stage import PatientStageTrainer, SeriesInput, predict_sequences
+from training.preprocessing import PreprocessSpec, Window
+from training.reports import json_safe, write_report
+from training.slice_cache import build_cache
+from training.split import split_by_patient
+from training.thresholds import thresholds_for_sensitivity
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class RunResult:
+    """Where the run was written and its headline numbers."""
+
+    run_dir: Path
+    thresholds: dict[str, float]
+    report: dict[str, Any]
+    seconds: float
+
+
+def load_dataset(cfg: TrainConfig) -> LabelledDataset:
+    """Read the dataset named by the config (RSNA layout or class folders).
+
+    Raises
+    ------
+    ValueError
+        If the config names neither or both layouts.
+    """
+    data = cfg.data
+    if bool(data.dicom_dir) == bool(data.folders):
+        raise ValueError("data: give either dicom_dir (+ labels) or folders")
+    if data.folders:
+        return read_folder_dataset(Path(data.folders), patient_regex=data.patient_regex)
+    labels = Path(data.labels) if data.labels else None
+    return read_rsna_dataset(Path(data.dicom_dir), labels, labelled_only=True)
+
+
+def make_spec(cfg: TrainConfig, kind: str) -> PreprocessSpec:
+    """Preprocessing for this run; ImageNet statistics when starting from ImageNet weights."""
+    pretrained = cfg.image.pretrained is not None
+    return PreprocessSpec(
+        windows=tuple(Window(**w) for w in cfg.windows),
+        size=cfg.size,
+        mean=IMAGENET_MEAN if pretrained else (0.5, 0.5, 0.5),
+        std=IMAGENET_STD if pretrained else (0.25, 0.25, 0.25),
+        input_kind=kind,
+    )
+
+
+def series_inputs(
+    dataset: LabelledDataset, embeddings: np.ndarray, logits: np.ndarray, offsets: dict[str, int]
+) -> list[SeriesInput]:
+    """Cut the flat per-slice arrays into one :class:`SeriesInput` per series."""
+    items = []
+    for series in dataset.series:
+        start = offsets[series.series_uid]
+        stop = start + len(series.slices)
+        labels = label_matrix(series.slices, dataset.class_names)
+        items.append(
+            SeriesInput(embeddings[start:stop], logits[start:stop], labels, pooled_labels(labels))
+        )
+    return items
+
+
+def evaluate_split(
+    dataset: LabelledDataset,
+    study_probs: np.ndarray,
+    slice_probs: list[np.ndarray],
+    thresholds: dict[str, float],
+    slice_thresholds: dict[str, float],
+) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Study- and slice-level report blocks for the series of ``dataset``."""
+    names = dataset.class_names
+    uids, probs, labels = studies_from_series(
+        [s.study_uid for s in dataset.series], study_probs, dataset.series_labels()
+    )
+    slice_y = label_matrix(dataset.slices, names)
+    slice_p = np.concatenate(slice_probs) if slice_probs else np.zeros((0, len(names)))
+    report = {
+        "study": level_report(labels, probs, names, thresholds),
+        "slice": level_report(slice_y, slice_p, names, slice_thresholds),
+    }
+    report["study"]["study_uids"] = len(uids)
+    return report, {"study": (labels, probs), "slice": (slice_y, slice_p)}
+
+
+def train_run(cfg: TrainConfig, run_dir: Path) -> RunResult:
+    """Train both stages on the configured data and write the run folder."""
+    started = time.monotonic()
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.resolved.json")
+    logger.info("training on %s (%d CPU threads); run folder %s", device, cfg.threads, run_dir)
+
+    dataset = load_dataset(cfg)
+    names = dataset.class_names
+    spec = make_spec(cfg, dataset.kind)
+    split = split_by_patient(dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    (run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
+    parts = {name: dataset.subset(uids) for name, uids in split.items()}
+
+    all_slices = dataset.slices
+    cache = build_cache(all_slices, spec, run_dir / "cache")
+    offsets, cursor = {}, 0
+    for series in dataset.series:
+        offsets[series.series_uid] = cursor
+        cursor += len(series.slices)
+    index = {rec.path: i for i, rec in enumerate(all_slices)}
+
+    def rows(part: LabelledDataset) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.array([index[r.path] for r in part.slices], dtype=np.int64)
+        return idx, label_matrix(part.slices, names)
+
+    train_idx, train_y = rows(parts["train"])
+    val_idx, val_y = rows(parts["val"])
+    trainer = ImageStageTrainer(cfg.image, spec, names, device, cfg.seed, run_dir)
+    image = trainer.fit(cache[train_idx], train_y, cache[val_idx], val_y)
+
+    embeddings, logits = predict_slices(image.model, cache, spec, 64, device)
+    inputs = dict(
+        zip(
+            [s.series_uid for s in dataset.series],
+            series_inputs(dataset, embeddings, logits, offsets),
+            strict=True,
+        )
+    )
+    by_split = {name: [inputs[s.series_uid] for s in part.series] for name, part in parts.items()}
+    seq_arch = "max_pool" if cfg.skip_patient_stage else cfg.patient.arch
+    if seq_arch == "max_pool":
+        sequence = build_sequence_model("max_pool", image.model.num_features, len(names))
+        seq_params: dict[str, Any] = {}
+        patient_history: list[dict[str, float]] = []
+    else:
+        patient = PatientStageTrainer(cfg.patient, names, device, cfg.seed, run_dir).fit(
+            by_split["train"], by_split["val"], image.model.num_features
+        )
+        sequence, seq_params, patient_history = (
+            patient.model,
+            cfg.patient.model_params(),
+            patient.history,
+        )
+    sequence.cpu()
+    image.model.cpu()
+
+    predictions = {
+        name: predict_sequences(sequence, items) for name, items in by_split.items() if items
+    }
+    val_study, val_slices = predictions.get("val", predictions["train"])
+    val_part = parts["val"] if "val" in predictions else parts["train"]
+    _, val_probs, val_labels = studies_from_series(
+        [s.study_uid for s in val_part.series], val_study, val_part.series_labels()
+    )
+    thresholds = thresholds_for_sensitivity(val_labels, val_probs, names, cfg.target_sensitivity)
+    slice_thresholds = thresholds_for_sensitivity(
+        label_matrix(val_part.slices, names),
+        np.concatenate(val_slices),
+        names,
+        cfg.target_sensitivity,
+    )
+    report: dict[str, Any] = {}
+    for name in ("val", "test"):
+        if name not in predictions:
+            continue
+        block, curves = evaluate_split(
+            parts[name], *predictions[name], thresholds, slice_thresholds
+        )
+        block["title"] = f"{name} split ({len(parts[name].series)} series)"
+        write_report(run_dir / f"report_{name}", block, curves, names)
+        report[name] = block
+
+    model_description = {
+        "class_names": list(names),
+        "preprocess": spec.to_dict(),
+        "image_model": {"arch": cfg.image.arch, "params": trainer.model_params()},
+        "sequence_model": {
+            "arch": seq_arch,
+            "embed_dim": image.model.num_features,
+            "params": seq_params,
+        },
+    }
+    (run_dir / "model.json").write_text(json.dumps(model_description, indent=2) + "\n")
+    (run_dir / "thresholds.json").write_text(
+        json.dumps(
+            {
+                "target_sensitivity": cfg.target_sensitivity,
+                "study": thresholds,
+                "slice": slice_thresholds,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    summary = dataset.summary()
+    summary["splits"] = {name: part.summary() for name, part in parts.items()}
+    (run_dir / "training_data.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    (run_dir / "history.json").write_text(
+        json.dumps(
+            json_safe(
+                {
+                    "image": image.history,
+                    "image_best_epoch": image.best_epoch,
+                    "patient": patient_history,
+                }
+            ),
+            indent=2,
+        )
+        + "\n"
+    )
+    if seq_arch == "max_pool":
+        from safetensors.torch import save_file
+
+        save_file(
+            {k: v.contiguous() for k, v in sequence.state_dict().items()},
+            str(run_dir / "patient_stage.safetensors"),
+        )
+    seconds = time.monotonic() - started
+    logger.info("run finished in %.0f s", seconds)
+    return RunResult(run_dir, thresholds, report, seconds)
