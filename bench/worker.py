@@ -94,17 +94,23 @@ def main() -> None:
             "variants": {},
         }
         print(f"bundle {report['bundle']} on {device}; {args.slices} slices, {args.rounds} rounds")
-        print(f"{'encoding':<18}{'decode s':>10}{'prep s':>10}{'model s':>10}{'total s':>10}"
-              f"{'slices/s':>10}{'vs goal':>9}")
+        print(
+            f"{'encoding':<18}{'decode s':>10}{'prep s':>10}{'model s':>10}{'total s':>10}"
+            f"{'slices/s':>10}{'vs goal':>9}"
+        )
         for name, files in variants.items():
-            rounds = [_round(files, bundle, device, args.batch, args.threads) for _ in range(args.rounds)]
+            rounds = [
+                _round(files, bundle, device, args.batch, args.threads) for _ in range(args.rounds)
+            ]
             med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
             rate = args.slices / med["total_s"]
             med["slices_per_s"] = rate
             report["variants"][name] = med  # type: ignore[index]
-            print(f"{name:<18}{med['decode_s']:>10.3f}{med['preprocess_s']:>10.3f}"
-                  f"{med['inference_s']:>10.3f}{med['total_s']:>10.3f}{rate:>10.1f}"
-                  f"{rate / GOAL_CPU:>8.2f}x")
+            print(
+                f"{name:<18}{med['decode_s']:>10.3f}{med['preprocess_s']:>10.3f}"
+                f"{med['inference_s']:>10.3f}{med['total_s']:>10.3f}{rate:>10.1f}"
+                f"{rate / GOAL_CPU:>8.2f}x"
+            )
         RESULTS_DIR.mkdir(exist_ok=True)
         out = RESULTS_DIR / f"worker-{device}-{datetime.now(UTC):%Y%m%d}.json"
         out.write_text(json.dumps(report, indent=1) + "\n")

@@ -1,0 +1,151 @@
+"""End-to-end latency: last slice acknowledged -> prediction committed.
+
+Run ``python -m bench.e2e [--bundle DIR] [--rounds R] [--broker redis://...]``. Starts a
+real ``triage listen`` and a real ``triage worker`` (embedded defaults: SQLite and the
+file-system broker, unless ``--broker``/``--database`` say otherwise), then for each round
+DCMTK ``storescu`` sends a fresh 40-slice phantom study whose series announces its count
+(Images in Acquisition), so completion comes by slice count. The clock starts when
+``storescu`` exits (every C-STORE answered) and stops at the prediction's commit time.
+Goal on CPU: <= 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bench.dicom_peers import REPO_ROOT, send, start_triage
+from db.engine import make_engine, make_session_factory
+from db.models import Prediction, Study
+from training.phantom import write_phantom_study
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+GOAL_SECONDS = 5.0
+
+
+def _prediction_time(sessions, study_uid: str) -> tuple[datetime, dict] | None:
+    with sessions() as session:
+        row = session.execute(
+            select(Prediction.created_at, Prediction.timings)
+            .join(Study, Study.id == Prediction.study_id)
+            .where(Study.study_instance_uid == study_uid)
+        ).first()
+    return (row[0], row[1]) if row else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bundle", type=Path, default=REPO_ROOT / "worker" / "bundles" / "demo")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--slices", type=int, default=40)
+    parser.add_argument("--broker", default="", help="e.g. redis://127.0.0.1:6379/5")
+    parser.add_argument("--database", default="", help="SQLAlchemy URL (default SQLite)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    env = {
+        "TRIAGE_MODEL_BUNDLE": str(args.bundle),
+        "TRIAGE_TORCH_THREADS": str(os.cpu_count() or 2),
+        "TRIAGE_VAR_DIR": str(work / "var"),
+    }
+    if args.broker:
+        env["TRIAGE_BROKER_URL"] = args.broker
+    database = args.database or f"sqlite:///{work / 'var' / 'triage.sqlite'}"
+    env["TRIAGE_DATABASE_URL"] = database
+    listener = start_triage(work, fsync=True, extra_env=env)
+    worker_env = {
+        **os.environ,
+        **env,
+        "PYTHONPATH": str(REPO_ROOT),
+        "TRIAGE_SPOOL_DIR": str(work / "spool"),
+    }
+    worker_log = open(work / "worker.log", "wb")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "triage.cli", "worker", "--pool", "solo", "--no-reconcile"],
+        cwd=REPO_ROOT,
+        env=worker_env,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+    )
+    sessions = make_session_factory(make_engine(database))
+    latencies: list[float] = []
+    details: list[dict] = []
+    try:
+        deadline = time.monotonic() + 120
+        while b"ready" not in (work / "worker.log").read_bytes():
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise SystemExit("worker did not start; see " + str(work / "worker.log"))
+            time.sleep(0.2)
+        for round_no in range(args.rounds + 1):  # round 0 warms caches, not counted
+            study = write_phantom_study(
+                work / f"study{round_no}",
+                slices=args.slices,
+                lesions=("epidural",),
+                seed=100 + round_no,
+            )
+            result = send(listener.port, study.files, aet="TRIAGE")
+            acked = datetime.now(UTC)
+            if result.returncode != 0:
+                raise SystemExit(f"storescu failed: {result.output[-500:]}")
+            found = None
+            deadline = time.monotonic() + 120
+            while found is None and time.monotonic() < deadline:
+                found = _prediction_time(sessions, study.study_uid)
+                time.sleep(0.02)
+            if found is None:
+                raise SystemExit("no prediction within 120 s; see " + str(work / "worker.log"))
+            latency = (found[0] - acked).total_seconds()
+            if round_no:
+                latencies.append(latency)
+                details.append(
+                    {"latency_s": round(latency, 3), "send_s": round(result.seconds, 3), **found[1]}
+                )
+            print(
+                f"round {round_no}: send {result.seconds:.2f}s, last ack -> prediction "
+                f"{latency:.2f}s{'' if round_no else ' (warm-up)'}"
+            )
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        worker_log.close()
+        listener.stop()
+    median = statistics.median(latencies)
+    print(
+        f"median last-ack -> prediction: {median:.2f}s over {len(latencies)} rounds "
+        f"(goal <= {GOAL_SECONDS:g}s: {'met' if median <= GOAL_SECONDS else 'NOT met'})"
+    )
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"e2e-{datetime.now(UTC):%Y%m%d}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "broker": args.broker or "filesystem (embedded)",
+                "database": database.split("@")[-1],
+                "bundle": str(args.bundle),
+                "slices": args.slices,
+                "median_latency_s": median,
+                "rounds": details,
+                "load_average": os.getloadavg(),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    print(f"written {out}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
