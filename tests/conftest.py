@@ -70,6 +70,20 @@ def _database_url(kind: str, folder: Path) -> Iterator[str]:
         drop_postgres_database(url)
 
 
+@pytest.fixture(scope="session")
+def new_postgres_database() -> Iterator[Callable[[], str]]:
+    """``new_postgres_database()`` creates an empty database; all are dropped at session end."""
+    made: list[str] = []
+
+    def create() -> str:
+        made.append(create_postgres_database())
+        return made[-1]
+
+    yield create
+    for url in made:
+        drop_postgres_database(url)
+
+
 DATABASE_KINDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
