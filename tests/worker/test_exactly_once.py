@@ -125,3 +125,74 @@ def test_redis_restart_with_queued_studies_loses_none(
     assert len(predictions) == 3
     assert len({p.study_id for p in predictions}) == 3
     assert all(_state(settings, s.study_uid) == StudyState.PREDICTED for s in studies)
+
+
+@pytest.mark.postgres
+def test_database_briefly_down_is_retried_with_backoff(
+    make_settings, private_redis, tiny_bundle, lesion_studies, send_study, poll, tmp_path
+):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from db.migrate import upgrade_to_head
+    from tests.conftest import (
+        POSTGRES_ADMIN_URL,
+        create_postgres_database,
+        drop_postgres_database,
+    )
+    from worker.celery_app import StudyQueue, make_celery
+
+    url = create_postgres_database()
+    name = make_url(url).database
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+    def connections(allowed: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
+            if not allowed:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+
+    try:
+        upgrade_to_head(url)
+        settings = make_settings(
+            database_url=url, broker_url=private_redis.url, model_bundle=tiny_bundle
+        )
+        study = lesion_studies("subarachnoid", seed=31, slices=16)
+        completed: list[tuple[int, str, int]] = []
+        service = start_listener(
+            settings, port=0, dispatcher=lambda *a: completed.append(a) or "held"
+        )
+        try:
+            send_study(service.port, study.files)
+            poll(lambda: completed, what="completion")
+        finally:
+            service.stop()
+        with worker_process(settings, log=tmp_path / "worker.log"):
+            poll(
+                lambda: b"ready" in (tmp_path / "worker.log").read_bytes(),
+                timeout=60,
+                what="worker ready",
+            )
+            connections(False)
+            StudyQueue(make_celery(settings))(*completed[0])
+            poll(
+                lambda: b"Retry in" in (tmp_path / "worker.log").read_bytes(),
+                timeout=60,
+                what="the task to retry",
+            )
+            connections(True)
+            poll(lambda: _predictions(settings), timeout=90, what="the prediction after the outage")
+        assert len(_predictions(settings)) == 1
+    finally:
+        admin.dispose()
+        connections_restore = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with connections_restore.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        connections_restore.dispose()
+        drop_postgres_database(url)
