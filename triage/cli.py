@@ -168,6 +168,47 @@ def audit_studies(fmt: str) -> None:
         )
 
 
+@audit.command("predictions")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table")
+@click.option("--include-shadow", is_flag=True, help="Also list shadow-model predictions.")
+def audit_predictions(fmt: str, include_shadow: bool) -> None:
+    """Newest prediction per study with the exact bundle (name, version, sha256) that made it.
+
+    Reading results is itself audited (event ``result_viewed``, actor ``cli:<os user>``).
+    """
+    import getpass
+
+    from db.audit import record_event
+    from db.engine import make_engine, make_session_factory
+    from db.migrate import upgrade_to_head
+    from db.results import latest_predictions
+    from db.vocabulary import AuditEventType
+
+    settings = _settings()
+    upgrade_to_head(settings.database_url)
+    sessions = make_session_factory(make_engine(settings.database_url))
+    with sessions() as session:
+        rows = latest_predictions(session, include_shadow=include_shadow)
+        record_event(
+            session,
+            AuditEventType.RESULT_VIEWED,
+            actor=f"cli:{getpass.getuser()}",
+            detail={"command": "audit predictions", "studies": len(rows)},
+        )
+        session.commit()
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for row in rows:
+        demo = " SYNTHETIC DEMO - NOT FOR CLINICAL USE" if row["synthetic_demo"] else ""
+        flagged = ",".join(k for k, v in row["flags"].items() if v) or "-"
+        click.echo(
+            f"{row['study_instance_uid']:<64} {row['priority']:<9} {flagged:<40} "
+            f"{row['bundle_name']} {row['bundle_version']} {row['bundle_sha256'][:12]}"
+            f"{' shadow' if row['shadow'] else ''}{demo}"
+        )
+
+
 @main.command()
 @click.option(
     "--write",
