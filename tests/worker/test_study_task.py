@@ -139,3 +139,33 @@ def test_shadow_bundle_is_stored_marked_shadow(
     assert predictions["tiny-shadow"].shadow is True
     assert predictions["tiny-untrained"].shadow is False
     assert predictions["tiny-shadow"].bundle_sha256 != predictions["tiny-untrained"].bundle_sha256
+
+
+def test_audit_predictions_names_the_bundle_and_is_itself_audited(received, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from triage.cli import main
+    from triage.settings import get_settings
+
+    settings, study_id, study = received
+    runtime = WorkerRuntime.from_settings(settings)
+    run_study(study_id, 1, runtime=runtime)
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("TRIAGE_VAR_DIR", str(settings.var_dir))
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["audit", "predictions", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.output)
+    bundle = runtime.bundle(settings.model_bundle)
+    assert row["study_instance_uid"] == study.study_uid
+    assert row["bundle_sha256"] == bundle.sha256
+    assert row["synthetic_demo"] is True
+    with runtime.sessions() as session:
+        viewed = [
+            e
+            for e in session.scalars(select(AuditEvent))
+            if e.event_type == AuditEventType.RESULT_VIEWED
+        ]
+    assert len(viewed) == 1 and viewed[0].actor.startswith("cli:")
