@@ -8,6 +8,7 @@ the migrations applied exactly as the services apply them at start.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from db.migrate import upgrade_to_head
 from triage.settings import Settings, load_settings
@@ -36,38 +38,62 @@ def _no_ambient_triage_settings(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def create_postgres_database() -> str:
-    """Create an empty database on the local server and return its URL."""
+def create_postgres_database(template: str | None = None) -> str:
+    """Create a database on the local server (a copy of ``template`` if given); its URL."""
     name = f"t_{uuid.uuid4().hex[:16]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     finally:
         admin.dispose()
     return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_postgres_database(url: str) -> None:
-    """Drop a database made by :func:`create_postgres_database`, closing its sessions."""
+    """Drop a database made by :func:`create_postgres_database`, closing its sessions.
+
+    Retried briefly: a listener being stopped in the background may still reconnect once.
+    """
     name = make_url(url).database
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for attempt in range(10):
+            try:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                return
+            except OperationalError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.2)
     finally:
         admin.dispose()
 
 
-def _database_url(kind: str, folder: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{(folder / 'triage.sqlite').as_posix()}"
-        return
-    url = create_postgres_database()
-    try:
-        yield url
-    finally:
-        drop_postgres_database(url)
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Migrated empty databases made once per session, copied for each test (fast)."""
+    made: dict[str, Any] = {}
+
+    def sqlite_file() -> Path:
+        if "sqlite" not in made:
+            path = tmp_path_factory.mktemp("template") / "triage.sqlite"
+            upgrade_to_head(f"sqlite:///{path.as_posix()}")
+            made["sqlite"] = path
+        return made["sqlite"]
+
+    def postgres_name() -> str:
+        if "postgres" not in made:
+            url = create_postgres_database()
+            upgrade_to_head(url)
+            made["postgres"] = url
+        return str(make_url(made["postgres"]).database)
+
+    yield {"sqlite": sqlite_file, "postgres": postgres_name}
+    if "postgres" in made:
+        drop_postgres_database(made["postgres"])
 
 
 @pytest.fixture(scope="session")
@@ -91,19 +117,20 @@ DATABASE_KINDS = [
 
 
 @pytest.fixture(params=DATABASE_KINDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_templates: dict[str, Any]
+) -> Iterator[str]:
     """A fresh, migrated database of each kind (the test runs once per kind)."""
-    for url in _database_url(request.param, tmp_path):
-        upgrade_to_head(url)
+    if request.param == "sqlite":
+        path = tmp_path / "triage.sqlite"
+        shutil.copyfile(migrated_templates["sqlite"](), path)
+        yield f"sqlite:///{path.as_posix()}"
+        return
+    url = create_postgres_database(template=migrated_templates["postgres"]())
+    try:
         yield url
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    """A fresh, migrated SQLite file database (for tests about one process's files)."""
-    url = f"sqlite:///{(tmp_path / 'triage.sqlite').as_posix()}"
-    upgrade_to_head(url)
-    return url
+    finally:
+        drop_postgres_database(url)
 
 
 @pytest.fixture

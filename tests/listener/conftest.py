@@ -93,9 +93,19 @@ def dispatcher() -> RecordingDispatcher:
     return RecordingDispatcher()
 
 
+@pytest.fixture(scope="session")
+def _stopping_listeners() -> Iterator[list[threading.Thread]]:
+    """Listeners stop in the background (the SCP takes ~0.5 s); all are joined at the end."""
+    threads: list[threading.Thread] = []
+    yield threads
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "a listener did not stop"
+
+
 @pytest.fixture
 def run_listener(
-    dispatcher: RecordingDispatcher,
+    dispatcher: RecordingDispatcher, _stopping_listeners: list[threading.Thread]
 ) -> Iterator[Callable[[Settings], ListenerService]]:
     """``run_listener(settings)`` starts the listener on a free port; stopped at teardown."""
     started: list[ListenerService] = []
@@ -107,7 +117,9 @@ def run_listener(
 
     yield start
     for service in started:
-        service.stop()
+        stopping = threading.Thread(target=service.stop, name="stop-listener", daemon=True)
+        stopping.start()
+        _stopping_listeners.append(stopping)
 
 
 # -- DCMTK peers -------------------------------------------------------------------------

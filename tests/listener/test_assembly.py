@@ -95,7 +95,7 @@ def test_resent_instances_are_not_duplicated_nor_completed_again(
 
     assert again.ok, again.output
     assert "Failed" not in again.output and "Warning" not in again.output
-    time.sleep(0.8)  # several quiet periods and completion ticks: no second completion may fire
+    time.sleep(0.5)  # several quiet periods and completion ticks: no second completion may fire
     assert dispatcher.versions(head_ct.study_uid) == [1]
     assert recorded.instance_count() == 40
     assert len([p for p in settings.spool_dir.rglob("*") if p.is_file()]) == 40
@@ -150,7 +150,7 @@ def test_study_with_missing_slices_completes_by_idle_timer(
     recorded: Any,
     poll: Callable[..., Any],
 ) -> None:
-    settings = make_settings(database_url=database_url, stable_seconds=1.5, quiet_seconds=0.1)
+    settings = make_settings(database_url=database_url, stable_seconds=1.0, quiet_seconds=0.1)
     service = run_listener(settings)
     partial = head_ct.files[0:10] + head_ct.files[19:30]  # instances 1..10 and 20..30
 
@@ -158,7 +158,7 @@ def test_study_with_missing_slices_completes_by_idle_timer(
     sent_at = time.monotonic()
     poll(lambda: dispatcher.versions(head_ct.study_uid), what="idle completion")
 
-    assert time.monotonic() - sent_at >= 1.2, "a study with holes must wait for the idle timer"
+    assert time.monotonic() - sent_at >= 0.9, "a study with holes must wait for the idle timer"
     assert dispatcher.versions(head_ct.study_uid) == [1]
     completed = recorded.events(AuditEventType.STUDY_COMPLETED, head_ct.study_uid)
     assert len(completed) == 1
@@ -198,14 +198,14 @@ def test_series_with_a_gap_and_no_announced_count_waits_for_idle_timer(
     poll: Callable[..., Any],
 ) -> None:
     study = phantoms("unannounced12", slices=12, size=64, seed=2, images_in_acquisition=False)
-    settings = make_settings(database_url=database_url, stable_seconds=1.5, quiet_seconds=0.1)
+    settings = make_settings(database_url=database_url, stable_seconds=1.0, quiet_seconds=0.1)
     service = run_listener(settings)
 
     assert storescu(service.port, study.files[:5] + study.files[6:]).ok  # slice 6 missing
     sent_at = time.monotonic()
 
     poll(lambda: dispatcher.versions(study.study_uid), what="idle completion")
-    assert time.monotonic() - sent_at >= 1.2
+    assert time.monotonic() - sent_at >= 0.9
     completed = recorded.events(AuditEventType.STUDY_COMPLETED, study.study_uid)
     assert "idle" in completed[0].detail["reason"]
 
