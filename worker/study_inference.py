@@ -29,6 +29,14 @@ class StudyResult:
     inference_seconds: float
 
 
+def _instance_number(ds: Dataset) -> int | None:
+    value = ds.get("InstanceNumber")
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
 def infer_series(
     bundle: Bundle, datasets: Sequence[Dataset], *, device: str, batch_size: int
 ) -> StudyResult:
@@ -45,7 +53,7 @@ def infer_series(
             {
                 "index": rank,
                 "sop_instance_uid": str(ds.SOPInstanceUID),
-                "instance_number": int(ds.InstanceNumber) if "InstanceNumber" in ds else None,
+                "instance_number": _instance_number(ds),
                 "scores": {
                     k: round(float(v), 6) for k, v in prediction.slice_probabilities[rank].items()
                 },
