@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.audit import record_event
 from db.vocabulary import AuditEventType
 from listener.assembly import StudyAssembler
+from listener.dimse_store import ReceivedDataset, ReceivedInstance
 from listener.header import InstanceHeader, MalformedDatasetError, parse_header
 from listener.header_scan import scan_header
 from listener.ingest import InstanceRecorder
 from listener.part10 import file_preamble
 from listener.spool import Quarantine, Spool, SpoolFullError
-from listener.upper_layer import ReceivedDataset
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,7 @@ def _calling_aet(event: Event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
-def _reject(ctx: StoreContext, event: Event, data: bytes, status: int, reason: str) -> int:
-    calling = _calling_aet(event)
+def _reject(ctx: StoreContext, calling: str, data: bytes, status: int, reason: str) -> int:
     path = ctx.quarantine.keep(
         data,
         reason,
@@ -116,20 +115,34 @@ def _tail(fragments: list[memoryview], size: int = 64) -> bytes:
 
 
 def handle_store(event: Event, ctx: StoreContext) -> int:
-    """Store one instance durably, record it, note it for completion; answer its status."""
+    """EVT_C_STORE handler: the pynetdicom-event face of :func:`store_received`."""
     request = event.request
-    syntax = str(event.context.transfer_syntax)
+    calling = _calling_aet(event)
     try:
-        fragments = _fragments(request.DataSet)
-        preamble = file_preamble(
-            str(request.AffectedSOPClassUID),
-            str(request.AffectedSOPInstanceUID),
-            syntax,
-            _calling_aet(event),
+        received = ReceivedInstance(
+            calling_aet=calling,
+            sop_class_uid=str(request.AffectedSOPClassUID),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            transfer_syntax=str(event.context.transfer_syntax),
+            fragments=_fragments(request.DataSet),
         )
     except Exception as exc:
         log.exception("could not read the received dataset")
-        return _reject(ctx, event, b"", CANNOT_UNDERSTAND, f"unreadable dataset: {exc}")
+        return _reject(ctx, calling, b"", CANNOT_UNDERSTAND, f"unreadable dataset: {exc}")
+    return store_received(ctx, received)
+
+
+def store_received(ctx: StoreContext, received: ReceivedInstance) -> int:
+    """Store one instance durably, record it, note it for completion; answer its status.
+
+    Called by :func:`handle_store`, and directly by the streaming upper layer, which
+    skips pynetdicom's request primitive and event for a C-STORE (see
+    :mod:`listener.upper_layer`).
+    """
+    calling = received.calling_aet
+    syntax = received.transfer_syntax
+    fragments = received.fragments
+    preamble = file_preamble(received.sop_class_uid, received.sop_instance_uid, syntax, calling)
     parts: list[bytes | memoryview] = [preamble, *fragments]
     try:
         total = sum(len(f) for f in fragments)
@@ -137,24 +150,24 @@ def handle_store(event: Event, ctx: StoreContext) -> int:
         if header is None:  # the fast scanner was unsure: pydicom decides
             header = parse_header(b"".join(parts))
     except MalformedDatasetError as exc:
-        return _reject(ctx, event, b"".join(parts), CANNOT_UNDERSTAND, str(exc))
+        return _reject(ctx, calling, b"".join(parts), CANNOT_UNDERSTAND, str(exc))
 
-    if header.sop_class_uid != str(request.AffectedSOPClassUID):
+    if header.sop_class_uid != received.sop_class_uid:
         return _reject(
             ctx,
-            event,
+            calling,
             b"".join(parts),
             SOP_CLASS_MISMATCH,
             f"SOP Class UID {header.sop_class_uid} does not match the request's "
-            f"{request.AffectedSOPClassUID}",
+            f"{received.sop_class_uid}",
         )
     problem = _iod_problem(header)
     if problem:
-        return _reject(ctx, event, b"".join(parts), SOP_CLASS_MISMATCH, problem)
-    if header.sop_instance_uid != str(request.AffectedSOPInstanceUID):
+        return _reject(ctx, calling, b"".join(parts), SOP_CLASS_MISMATCH, problem)
+    if header.sop_instance_uid != received.sop_instance_uid:
         return _reject(
             ctx,
-            event,
+            calling,
             b"".join(parts),
             CANNOT_UNDERSTAND,
             "SOP Instance UID in the dataset differs from the request's",
@@ -168,10 +181,7 @@ def handle_store(event: Event, ctx: StoreContext) -> int:
             header.study_uid, header.series_uid, header.sop_instance_uid, parts
         )
         outcome = ctx.recorder.record(
-            header,
-            spooled,
-            calling_aet=_calling_aet(event),
-            transfer_syntax_uid=str(event.context.transfer_syntax),
+            header, spooled, calling_aet=calling, transfer_syntax_uid=syntax
         )
     except SpoolFullError as exc:
         log.error("spool full: %s", exc)

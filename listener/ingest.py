@@ -83,7 +83,7 @@ class InstanceRecorder:
                         ).rowcount
                         if touched != 1:
                             raise _NotReceiving  # rolls the transaction back
-                        conn.execute(insert(Instance), {**row, "received_at": now})
+                        conn.execute(_INSERT_INSTANCE, {**row, "received_at": now})
                     return RecordOutcome(True, study_id, False, now)
                 except (IntegrityError, _NotReceiving):
                     pass  # reopened, a duplicate or a stale cached id: the ORM path decides
@@ -173,6 +173,7 @@ class InstanceRecorder:
 
 
 _INSTANCE_EXISTS = select(Instance.id).where(Instance.sop_instance_uid == bindparam("uid")).limit(1)
+_INSERT_INSTANCE = insert(Instance)
 _TOUCH_RECEIVING_STUDY = (
     update(Study)
     .where(Study.id == bindparam("sid"), Study.state == StudyState.RECEIVING)
