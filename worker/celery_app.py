@@ -24,12 +24,13 @@ def make_celery(settings: Settings) -> Celery:
     transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout}
     if settings.broker_url.startswith("filesystem://"):
         folder = settings.broker_dir.resolve()
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport_options.update(
             data_folder_in=str(folder / "queue"),
             data_folder_out=str(folder / "queue"),
             processed_folder=str(folder / "processed"),
+            control_folder=str(folder / "control"),
             store_processed=False,
             polling_interval=0.1,  # file polling; Redis needs none (BRPOP)
         )
