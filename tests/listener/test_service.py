@@ -1,7 +1,7 @@
 """The listener as operators run it: ``triage listen`` in its own process, killed and restarted.
 
 The process uses its default dispatcher (Celery over the file-system broker under
-``TRIAGE_VAR_DIR/broker``), a SQLite file database and the settings from ``TRIAGE_*``.
+``TRIAGE_VAR_DIR/broker``), a SQLite file or PostgreSQL database and ``TRIAGE_*`` settings.
 ``triage audit studies --format json`` is then read as an operator would read it.
 """
 
@@ -35,17 +35,17 @@ def free_port() -> int:
 class ListenerProcess:
     """``python -m triage.cli listen`` with a given environment; start, kill, restart."""
 
-    def __init__(self, var_dir: Path, **settings: str) -> None:
+    def __init__(self, var_dir: Path, database_url: str, **settings: str) -> None:
         self.var_dir = var_dir
         self.port = free_port()
-        self.database = var_dir / "triage.sqlite"
+        self.database_url = database_url
         self.env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
             "TRIAGE_VAR_DIR": str(var_dir),
             "TRIAGE_SPOOL_DIR": str(var_dir / "spool"),
             "TRIAGE_QUARANTINE_DIR": str(var_dir / "quarantine"),
-            "TRIAGE_DATABASE_URL": f"sqlite:///{self.database}",
+            "TRIAGE_DATABASE_URL": database_url,
             "TRIAGE_DICOM_BIND": "127.0.0.1",
             "TRIAGE_DICOM_PORT": str(self.port),
             "TRIAGE_QUIET_SECONDS": "0.2",
@@ -109,7 +109,7 @@ class ListenerProcess:
         return done.stdout
 
     def query(self, sql: str, **params: Any) -> list[Any]:
-        engine = create_engine(f"sqlite:///{self.database}")
+        engine = create_engine(self.database_url)
         try:
             with engine.connect() as conn:
                 return list(conn.execute(text(sql), params))
@@ -126,18 +126,19 @@ class ListenerProcess:
             t=event_type,
             u=study_uid,
         )
-        return [json.loads(row[0]) for row in rows]
+        return [row[0] if isinstance(row[0], dict) else json.loads(row[0]) for row in rows]
 
     def queued_messages(self) -> list[Path]:
         return [p for p in (self.var_dir / "broker" / "queue").iterdir() if p.is_file()]
 
 
 @pytest.fixture
-def listener_process(tmp_path: Path) -> Iterator[Callable[..., ListenerProcess]]:
+def listener_process(tmp_path: Path, database_url: str) -> Iterator[Callable[..., ListenerProcess]]:
+    """Listener processes on a fresh SQLite file or PostgreSQL database (both are run)."""
     made: list[ListenerProcess] = []
 
     def make(**settings: str) -> ListenerProcess:
-        process = ListenerProcess(tmp_path / "var", **settings)
+        process = ListenerProcess(tmp_path / "var", database_url, **settings)
         made.append(process)
         return process
 
@@ -182,7 +183,11 @@ def test_killed_listener_resumes_study_and_completes_it_when_the_rest_arrives(
     )
     assert began <= first < last <= completed <= datetime.now(UTC)
     newest = listener.query("SELECT max(received_at) FROM instances")[0][0]
-    assert last.replace(tzinfo=None) == datetime.fromisoformat(str(newest)).replace(tzinfo=None)
+    if not isinstance(newest, datetime):
+        newest = datetime.fromisoformat(str(newest))
+    assert last.astimezone(UTC).replace(tzinfo=None) == (
+        newest.astimezone(UTC) if newest.tzinfo else newest
+    ).replace(tzinfo=None)
 
 
 def test_killed_listener_completes_resumed_study_by_idle_timer(
