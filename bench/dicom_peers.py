@@ -158,9 +158,7 @@ def start_triage(
     return peer
 
 
-def start_storescp(
-    work_dir: Path, *, max_pdu: int | None = None, timeout: float = 30.0
-) -> Peer:
+def start_storescp(work_dir: Path, *, max_pdu: int | None = None, timeout: float = 30.0) -> Peer:
     """Start DCMTK ``storescp`` (no fork) writing every instance under ``work_dir/store``."""
     store = work_dir / "store"
     store.mkdir(parents=True, exist_ok=True)
@@ -229,9 +227,7 @@ def spawn_sender(
 ) -> subprocess.Popen[bytes]:
     """Start a ``storescu`` without waiting (for concurrent senders)."""
     cmd = storescu_command(port, paths, aet=aet, options=options)
-    return subprocess.Popen(
-        cmd, env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    return subprocess.Popen(cmd, env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def load_average() -> tuple[float, float, float]:

@@ -54,7 +54,9 @@ def receivers(max_pdu: int | None) -> list[Receiver]:
     return [
         Receiver("storescp", lambda d: start_storescp(d), False),
         Receiver("storescp-128k", lambda d: start_storescp(d, max_pdu=DCMTK_MAX_PDU), False),
-        Receiver("triage fsync=false", lambda d: start_triage(d, fsync=False, max_pdu=max_pdu), True),
+        Receiver(
+            "triage fsync=false", lambda d: start_triage(d, fsync=False, max_pdu=max_pdu), True
+        ),
         Receiver("triage fsync=true", lambda d: start_triage(d, fsync=True, max_pdu=max_pdu), True),
     ]
 
@@ -227,8 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--sender-slices", type=int, default=100)
-    parser.add_argument("--max-pdu", type=int, default=None, help="TRIAGE_MAX_PDU (default: setting's)")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "pacs-triage-bench")
+    parser.add_argument(
+        "--max-pdu", type=int, default=None, help="TRIAGE_MAX_PDU (default: setting's)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=Path(tempfile.gettempdir()) / "pacs-triage-bench"
+    )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--only", nargs="*", help="receiver names to run (storescp always runs)")
     parser.add_argument("--no-save", action="store_true")
@@ -283,7 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dumps(
                 {
                     "at": stamp.isoformat(timespec="seconds"),
-                    "host": {"cpus": 2, "python": platform.python_version(), "platform": platform.platform()},
+                    "host": {
+                        "cpus": 2,
+                        "python": platform.python_version(),
+                        "platform": platform.platform(),
+                    },
                     "study": {"instances": len(files), "bytes": n_bytes, "slices": args.slices},
                     "load_average": {"start": load_start, "end": load_end},
                     "summary": [asdict(s) for s in summaries],
