@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ from typing import Any
 import click
 
 logger = logging.getLogger(__name__)
+
+# Passive OpenMP waiting: on a shared 2-core machine, spinning worker threads slow a training
+# step down several-fold when other processes run. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _setup(verbose: bool) -> None:

@@ -94,6 +94,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 2
     size: int = 256
+    crop_to_head: bool = True
     windows: list[dict[str, Any]] = field(
         default_factory=lambda: [
             {"name": "brain", "centre": 40.0, "width": 80.0},

@@ -43,7 +43,8 @@ def score_dataset(
     series_probs, slice_probs = [], []
     for series in tqdm(dataset.series, desc="scoring series", unit="series", leave=False):
         datasets = [pydicom.dcmread(rec.path) for rec in series.slices]
-        x = volume_to_tensor(hu_volume(datasets, bundle.preprocess.size), bundle.preprocess)
+        size = None if bundle.preprocess.crop_to_head else bundle.preprocess.size
+        x = volume_to_tensor(hu_volume(datasets, size), bundle.preprocess)
         pred = bundle.predict_volume(x, batch_size=batch_size)
         series_probs.append([pred.study_probabilities[n] for n in names])
         slice_probs.append(np.array([[row[n] for n in names] for row in pred.slice_probabilities]))

@@ -10,8 +10,8 @@ approximated from the normalised radius of the inner ellipsoid, which is what le
 collections (epidural lens, subdural crescent) hug the skull.
 
 Typical values follow clinical CT: air -1000 HU, scalp 20-40, bone 900-1400, white matter 28-33,
-gray matter 6-9 HU above white, CSF 0-10, acute blood 55-85, acute infarct 10-16 HU below
-normal parenchyma with loss of the gray-white difference.
+gray matter 6-9 HU above white, CSF 0-10, acute blood 50-85, acute infarct 12-18 HU below
+white matter (about 15 HU against brain at ~35) with loss of the gray-white difference.
 """
 
 from __future__ import annotations
@@ -115,10 +115,10 @@ class PhantomHead:
         r = self.rng
         return {
             "phi": r.uniform(-math.pi, math.pi),
-            "half_span": r.uniform(0.35, 0.55),
+            "half_span": r.uniform(0.3, 0.5),
             "w": r.uniform(0, 45),
             "half_height": r.uniform(18, 28),
-            "thickness": r.uniform(10, 16),
+            "thickness": r.uniform(12, 20),
             "hu": r.uniform(60, 85),
         }
 
@@ -126,11 +126,11 @@ class PhantomHead:
         r = self.rng
         return {
             "phi": r.uniform(-math.pi, math.pi),
-            "half_span": r.uniform(0.8, 1.3),
+            "half_span": r.uniform(0.9, 1.4),
             "w": r.uniform(5, 40),
             "half_height": r.uniform(30, 45),
-            "thickness": r.uniform(5, 10),
-            "hu": r.uniform(55, 75),
+            "thickness": r.uniform(4, 9),
+            "hu": r.uniform(50, 75),
         }
 
     def _sample_intraparenchymal(self) -> dict[str, float]:
@@ -172,11 +172,11 @@ class PhantomHead:
         low = r.uniform(-10, 15)
         return {
             "phi": side + r.uniform(-0.35, 0.35),
-            "half_span": r.uniform(0.35, 0.6),
+            "half_span": r.uniform(0.45, 0.7),
             "w_low": low,
             "w_high": low + r.uniform(30, 50),
             "rho_min": r.uniform(0.3, 0.5),
-            "drop": r.uniform(10, 16),
+            "drop": r.uniform(12, 18),
         }
 
     # -- rendering ---------------------------------------------------------------------------
@@ -352,4 +352,4 @@ class PhantomHead:
         mask = f.brain & (_angle_distance(f.phi, p["phi"]) < p["half_span"])
         mask &= (f.rho > p["rho_min"]) & (f.w > p["w_low"]) & (f.w < p["w_high"])
         mask &= ~f.sulci & ~f.ventricles & (f.depth >= 1.0)
-        return mask, 0.5 * (self.white + self.gray) - p["drop"]
+        return mask, self.white - p["drop"]

@@ -66,6 +66,9 @@ class PreprocessSpec:
     input_kind
         ``"ct"`` for HU slices windowed as above; ``"image"`` for 2D pictures (PNG/JPG) whose
         grey levels are used as they are (folder datasets).
+    crop_to_head
+        Crop each series to the square box around the head (one box per series, so every slice
+        keeps the same scale) before resizing; the air around the head then costs no pixels.
     """
 
     windows: tuple[Window, ...] = DEFAULT_WINDOWS
@@ -73,6 +76,7 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     input_kind: str = "ct"
+    crop_to_head: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -90,7 +94,7 @@ class PreprocessSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
         """Inverse of :meth:`to_dict`; unknown keys are refused so typos do not pass silently."""
-        known = {"windows", "size", "mean", "std", "input_kind", "extra"}
+        known = {"windows", "size", "mean", "std", "input_kind", "crop_to_head", "extra"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"preprocess spec: unknown keys {sorted(unknown)}")
@@ -103,6 +107,7 @@ class PreprocessSpec:
             mean=tuple(float(v) for v in data.get("mean", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
             std=tuple(float(v) for v in data.get("std", (0.25, 0.25, 0.25))),  # type: ignore[arg-type]
             input_kind=str(data.get("input_kind", "ct")),
+            crop_to_head=bool(data.get("crop_to_head", False)),
             extra=dict(data.get("extra", {})),
         )
 
@@ -171,18 +176,19 @@ def order_slices(datasets: Sequence[Dataset]) -> list[int]:
     return list(range(len(datasets)))
 
 
-def resize_stack(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """Resize an ``(N, H, W)`` or ``(N, C, H, W)`` stack to ``size`` x ``size`` in one batch.
+def resize_stack(images: np.ndarray | torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize an ``(N, H, W)`` or ``(N, C, H, W)`` stack to ``size`` (square when an int).
 
     Antialiased bilinear, so downsampling averages noise instead of aliasing thin structures.
     """
+    shape = (size, size) if isinstance(size, int) else tuple(size)
     tensor = torch.as_tensor(images, dtype=torch.float32)
     squeeze = tensor.ndim == 3
     if squeeze:
         tensor = tensor[:, None]
-    if tensor.shape[-2:] != (size, size):
+    if tuple(tensor.shape[-2:]) != shape:
         tensor = F.interpolate(
-            tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            tensor, size=shape, mode="bilinear", antialias=True, align_corners=False
         )
     return tensor[:, 0] if squeeze else tensor
 
@@ -206,9 +212,41 @@ def apply_windows(hu: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     return out
 
 
+def head_box(
+    hu: np.ndarray | torch.Tensor, threshold: float = -300.0, margin: float = 0.05
+) -> tuple[int, int, int, int]:
+    """Square ``(top, bottom, left, right)`` box around everything denser than ``threshold``
+    on any slice of ``(N, H, W)`` HU, widened by ``margin``; the whole image when nothing is.
+
+    The box is clipped to the image and may be non-square only where the image edge cuts it.
+    """
+    volume = torch.as_tensor(hu)
+    mask = (volume > threshold).any(dim=0)
+    height, width = mask.shape
+    rows = torch.nonzero(mask.any(dim=1)).flatten()
+    cols = torch.nonzero(mask.any(dim=0)).flatten()
+    if rows.numel() == 0 or cols.numel() == 0:
+        return 0, height, 0, width
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    side = max(r1 - r0, c1 - c0)
+    side = min(int(round(side * (1 + 2 * margin))), max(height, width))
+    cr, cc = (r0 + r1) / 2, (c0 + c1) / 2
+    top = int(round(min(max(cr - side / 2, 0), max(height - side, 0))))
+    left = int(round(min(max(cc - side / 2, 0), max(width - side, 0))))
+    return top, min(top + side, height), left, min(left + side, width)
+
+
 def volume_to_tensor(hu_volume: np.ndarray | torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
-    """HU slices ``(N, H, W)`` (already ordered) to model input ``(N, 3, size, size)``."""
-    return apply_windows(resize_stack(hu_volume, spec.size), spec)
+    """HU slices ``(N, H, W)`` of one series (ordered) to model input ``(N, 3, size, size)``.
+
+    This is the call the worker and training share: with ``spec.crop_to_head`` the series is
+    cropped to one head box first, then resized and windowed.
+    """
+    volume = torch.as_tensor(hu_volume, dtype=torch.float32)
+    if spec.crop_to_head:
+        top, bottom, left, right = head_box(volume)
+        volume = volume[:, top:bottom, left:right]
+    return apply_windows(resize_stack(volume, spec.size), spec)
 
 
 def hu_volume(datasets: Sequence[Dataset], size: int | None = None) -> np.ndarray:
@@ -220,13 +258,13 @@ def hu_volume(datasets: Sequence[Dataset], size: int | None = None) -> np.ndarra
         Slices, already ordered.
     size
         When given, every slice is resized to ``size`` x ``size`` here (saves memory for long
-        series).
+        series). Leave it None when the spec crops to the head: cropping needs full resolution.
     """
     slices = [hu_from_dataset(ds) for ds in datasets]
     target = (size, size) if size else slices[0].shape
     out = np.empty((len(slices), *target), dtype=np.float32)
     for index, hu in enumerate(slices):
-        out[index] = hu if hu.shape == target else resize_stack(hu[None], target[0])[0].numpy()
+        out[index] = hu if hu.shape == target else resize_stack(hu[None], target)[0].numpy()
     return out
 
 
@@ -243,7 +281,8 @@ def preprocess_datasets(
     """
     order = order_slices(datasets)
     ordered = [datasets[i] for i in order]
-    return volume_to_tensor(hu_volume(ordered, spec.size), spec), order
+    size = None if spec.crop_to_head else spec.size
+    return volume_to_tensor(hu_volume(ordered, size), spec), order
 
 
 def image_file_to_tensor(path: Path, spec: PreprocessSpec) -> torch.Tensor:

@@ -74,6 +74,7 @@ def make_spec(cfg: TrainConfig, kind: str) -> PreprocessSpec:
         mean=IMAGENET_MEAN if pretrained else (0.5, 0.5, 0.5),
         std=IMAGENET_STD if pretrained else (0.25, 0.25, 0.25),
         input_kind=kind,
+        crop_to_head=cfg.crop_to_head and kind == "ct",
     )
 
 

@@ -23,7 +23,9 @@ from training.datasets.records import SliceRecord
 from training.preprocessing import (
     PreprocessSpec,
     apply_windows,
+    head_box,
     hu_from_dataset,
+    hu_volume,
     resize_stack,
 )
 
@@ -49,9 +51,22 @@ def load_slice(record: SliceRecord, spec: PreprocessSpec) -> np.ndarray:
     return resize_stack(torch.from_numpy(np.ascontiguousarray(rgb))[None], spec.size)[0].numpy()
 
 
+def load_series_hu(records: Sequence[SliceRecord], spec: PreprocessSpec) -> np.ndarray:
+    """One ordered CT series as ``(N, 1, size, size)`` HU, cropped to the head like the worker.
+
+    Why per series: the head box is shared by all slices of a series so that every slice keeps
+    the same scale, exactly as ``training.preprocessing.volume_to_tensor`` does at inference.
+    """
+    volume = torch.from_numpy(hu_volume([pydicom.dcmread(r.path) for r in records]))
+    if spec.crop_to_head:
+        top, bottom, left, right = head_box(volume)
+        volume = volume[:, top:bottom, left:right]
+    return resize_stack(volume, spec.size)[:, None].numpy()
+
+
 def cache_key(records: Sequence[SliceRecord], spec: PreprocessSpec) -> str:
     """Stable name for a cache of these files at this size and kind."""
-    digest = hashlib.sha1(f"{spec.size}|{spec.input_kind}".encode())
+    digest = hashlib.sha1(f"{spec.size}|{spec.input_kind}|{spec.crop_to_head}".encode())
     for rec in records:
         digest.update(str(rec.path).encode())
     return digest.hexdigest()[:16]
@@ -71,22 +86,41 @@ def build_cache(
     channels = 1 if spec.input_kind == "ct" else 3
     out = np.empty((len(records), channels, spec.size, spec.size), dtype=np.float16)
 
-    def work(index: int) -> None:
-        out[index] = load_slice(records[index], spec)
+    # Work units: whole series for CT (they share a head box), single images otherwise.
+    units: list[list[int]] = []
+    for index, record in enumerate(records):
+        same = (
+            units
+            and spec.input_kind == "ct"
+            and records[units[-1][0]].series_uid == (record.series_uid)
+        )
+        if same:
+            units[-1].append(index)
+        else:
+            units.append([index])
+
+    def work(unit: list[int]) -> int:
+        if spec.input_kind == "ct":
+            out[unit[0] : unit[-1] + 1] = load_series_hu([records[i] for i in unit], spec)
+        else:
+            out[unit[0]] = load_slice(records[unit[0]], spec)
+        return len(unit)
 
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the pool supplies the parallelism
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            list(
-                tqdm(
-                    pool.map(work, range(len(records))),
-                    total=len(records),
-                    desc="decoding slices",
-                    unit="slice",
-                    leave=False,
-                )
-            )
+        with (
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+            tqdm(
+                total=len(records),
+                desc="decoding slices",
+                unit="slice",
+                leave=False,
+                mininterval=5.0,
+            ) as bar,
+        ):
+            for done in pool.map(work, units):
+                bar.update(done)
     finally:
         torch.set_num_threads(torch_threads)
     if path is not None:

@@ -15,9 +15,11 @@ from training.preprocessing import (
     PreprocessSpec,
     Window,
     apply_windows,
+    head_box,
     hu_from_dataset,
     order_slices,
     preprocess_datasets,
+    volume_to_tensor,
 )
 
 
@@ -113,3 +115,20 @@ def test_preprocess_series_gives_model_input(tmp_path: Path) -> None:
     assert x.shape == (4, 3, 32, 32)
     assert order == [3, 2, 1, 0]
     assert torch.isfinite(x).all()
+
+
+def test_crop_to_head_uses_one_box_per_series() -> None:
+    hu = np.full((2, 100, 100), -1024.0, dtype=np.float32)
+    hu[0, 30:50, 40:60] = 40.0  # small head on slice 0
+    hu[1, 20:70, 30:60] = 40.0  # bigger on slice 1: the box must cover both
+    top, bottom, left, right = head_box(hu, margin=0.0)
+    assert (top, bottom) == (20, 70)
+    assert right - left == bottom - top == 50
+    assert left <= 30 and right >= 60
+    spec = PreprocessSpec(size=25, crop_to_head=True, mean=(0, 0, 0), std=(1, 1, 1))
+    x = volume_to_tensor(hu, spec)
+    assert x.shape == (2, 3, 25, 25)
+    # After cropping, brain fills ~half of the input instead of 15 % of it.
+    assert float((x[1, 0] > 0.2).float().mean()) > 0.35
+    plain = volume_to_tensor(hu, PreprocessSpec(size=25, mean=(0, 0, 0), std=(1, 1, 1)))
+    assert float((plain[1, 0] > 0.2).float().mean()) < 0.25
