@@ -14,6 +14,7 @@ from typing import Any
 from safetensors.torch import load_file
 
 from training.bundle import export_bundle
+from training.classes import DISCLAIMER_SYNTHETIC
 from training.models import build_image_model, build_sequence_model
 from training.preprocessing import PreprocessSpec
 
@@ -67,9 +68,12 @@ def export_run(
         "study": {k: report["study"][k] for k in ("n", "auc", "weighted_log_loss")},
         "slice": {k: report["slice"][k] for k in ("n", "auc", "weighted_log_loss")},
     }
+    summary = (report_dir / "summary.md").read_bytes()
+    if synthetic_demo:  # the disclaimer goes wherever the bundle's numbers are shown
+        summary = f"**{DISCLAIMER_SYNTHETIC}**\n\n".encode() + summary
     extra = {
         "report.json": (report_dir / "report.json").read_bytes(),
-        "summary.md": (report_dir / "summary.md").read_bytes(),
+        "summary.md": summary,
     }
     return export_bundle(
         bundle_dir,

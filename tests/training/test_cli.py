@@ -163,3 +163,69 @@ def test_config_file_flags_and_unknown_keys(tmp_path: Path) -> None:
     assert (cfg.seed, cfg.image.lr, cfg.patient.hidden) == (5, 0.02, 32)
     with pytest.raises(ValueError, match="image.lrr"):
         load_config(None, {"image.lrr": 1})
+
+
+def test_cli_trains_on_class_folders_and_predicts_a_picture(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        for folder, value in (("Ischaemic", 90), ("Non Ischaemic", 160)):
+            img = np.clip(rng.normal(value, 20, (40, 40)), 0, 255).astype(np.uint8)
+            path = tmp_path / "Train2" / folder / f"p{i}_{value}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(path)
+    runner = CliRunner()
+    run = tmp_path / "run"
+    _ok(
+        runner.invoke(
+            main,
+            [
+                "train",
+                "--folders",
+                str(tmp_path / "Train2"),
+                "--out",
+                str(run),
+                "--arch",
+                "test_resnet",
+                "--size",
+                "32",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--skip-patient-stage",
+                "--loss",
+                "focal",
+                "--sampling",
+                "none",
+                "--set",
+                "data.val_fraction=0.25",
+                "--set",
+                "data.test_fraction=0.25",
+            ],
+        )
+    )
+    _ok(
+        runner.invoke(
+            main,
+            ["export", str(run), "--out", str(tmp_path / "b"), "--name", "isch", "--version", "1"],
+        )
+    )
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.class_names == ("ischemic",)
+    assert bundle.preprocess.input_kind == "image"
+    assert not bundle.synthetic_demo
+    out = _ok(
+        runner.invoke(
+            main,
+            [
+                "predict",
+                "--bundle",
+                str(tmp_path / "b"),
+                str(tmp_path / "Train2" / "Ischaemic" / "p0_90.png"),
+            ],
+        )
+    )
+    assert "ischemic=" in out
