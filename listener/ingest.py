@@ -9,7 +9,8 @@ The common case, one more instance of a series already seen by this process whil
 study is still receiving, takes a fast path: the study and series ids come from a cache
 filled by the ORM path, and the instance is written with two Core statements (touch the
 study while it is ``receiving``, insert the instance) instead of two SELECTs, ORM flushes
-and an attribute-tracked commit (about 2 ms down to 0.2 ms). Anything else, a new study or
+and an attribute-tracked commit (2.4 ms down to 0.3 ms per instance with
+the existence check, measured on SQLite). Anything else, a new study or
 series, a study no longer receiving, a duplicate, a cached id that no longer exists (the
 insert's foreign key fails), goes through the ORM path, which decides from the database.
 The cache starts empty, so a restart or another process's writes cannot make it lie.
