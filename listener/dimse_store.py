@@ -102,7 +102,8 @@ class _StoreRequest:
 
 def _command_pdata(context_id: int, fragment: memoryview) -> P_DATA:
     primitive = P_DATA()
-    primitive.presentation_data_value_list = [[context_id, bytes(fragment)]]
+    # pynetdicom's setter takes [id, bytes] lists (its annotation says tuples)
+    primitive.presentation_data_value_list = [[context_id, bytes(fragment)]]  # type: ignore[list-item]
     return primitive
 
 
@@ -133,7 +134,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
                 continue
             if self._fast is None and self.message is None:
                 self.message = DIMSEMessage()  # data without a command: pynetdicom rejects it
-            self._fragments.append(data[1:])
+            self._fragments.append(cast(memoryview, data[1:]))
             if control & 2:
                 if self._fast is not None:
                     request, self._fast = self._fast, None
@@ -209,7 +210,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
             super().send_msg(response, request.context_id)
             return
         pdata = P_DATA()
-        pdata.presentation_data_value_list = [[request.context_id, b"\x03" + encoded]]
+        pdata.presentation_data_value_list = [[request.context_id, b"\x03" + encoded]]  # type: ignore[list-item]
         self.dul.send_pdu(pdata)
 
     def _deliver(self) -> None:
@@ -268,7 +269,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
             super().send_msg(primitive, context_id)
             return
         pdata = P_DATA()
-        pdata.presentation_data_value_list = [[context_id, b"\x03" + encoded]]
+        pdata.presentation_data_value_list = [[context_id, b"\x03" + encoded]]  # type: ignore[list-item]
         self.dul.send_pdu(pdata)
 
 

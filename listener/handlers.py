@@ -13,6 +13,7 @@ from io import BytesIO
 from typing import cast
 
 from pydicom.uid import UID
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -116,7 +117,7 @@ def _tail(fragments: list[memoryview], size: int = 64) -> bytes:
 
 def handle_store(event: Event, ctx: StoreContext) -> int:
     """EVT_C_STORE handler: the pynetdicom-event face of :func:`store_received`."""
-    request = event.request
+    request = cast(C_STORE, event.request)
     calling = _calling_aet(event)
     try:
         received = ReceivedInstance(

@@ -22,13 +22,14 @@ import contextlib
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 from db import queries
 from db.models import Instance, Series, Study, utcnow
@@ -247,8 +248,8 @@ class _Prepared:
     statement would store.
     """
 
-    def __init__(self, statement: Executable, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
         self._compiled = compiled
         self._sql = str(compiled)
         self._order = list(compiled.positiontup or []) if compiled.positional else None
@@ -260,7 +261,7 @@ class _Prepared:
 
     def args(self, values: dict[str, object]) -> tuple[str, Any]:
         """(SQL, driver parameters) for ``exec_driver_sql``."""
-        params = self._compiled.construct_params(values)
+        params = dict(self._compiled.construct_params(values))
         for key, processor in self._processors.items():
             if key in params:
                 params[key] = processor(params[key])

@@ -366,7 +366,7 @@ class StreamingRequestHandler(RequestHandler):
             if event.is_intervention and bound:
                 assoc.bind(event, *bound)
             elif isinstance(event, evt.NotificationEvent):
-                for handler, args in bound:
+                for handler, args in cast(list[tuple[Any, Any]], bound):
                     assoc.bind(event, handler, args)
         return assoc
 
