@@ -107,4 +107,4 @@ def mark_queued_if_complete(session: Session, study_id: int, version: int) -> bo
         .where(Study.id == study_id, Study.version == version, Study.state == StudyState.COMPLETE)
         .values(state=StudyState.QUEUED, state_reason=None, updated_at=utcnow())
     )
-    return bool(result.rowcount)
+    return bool(getattr(result, "rowcount", 0))

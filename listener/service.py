@@ -41,7 +41,7 @@ def start_listener(
 ) -> ListenerService:
     """Migrate the database, resume incomplete studies and start serving."""
     upgrade_to_head(settings.database_url)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, durable=settings.spool_fsync)
     sessions = make_session_factory(engine)
     if dispatcher is None:
         dispatcher = StudyQueue(make_celery(settings))
