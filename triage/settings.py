@@ -139,6 +139,9 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How often the reconciler looks."
     )
     series_min_slices: int = Field(5, ge=1, description="Fewest slices a series needs to be read.")
+    series_max_tilt_degrees: float = Field(
+        35.0, ge=0, le=90, description="Largest gantry tilt a series may have and still be read."
+    )
     thresholds: dict[str, float] = Field(
         default_factory=dict, description="Site threshold overrides per class (JSON)."
     )

@@ -76,9 +76,17 @@ class WorkerRuntime:
 
     @property
     def batch_size(self) -> int:
-        """Slices per model batch: the setting on CPU, larger on a GPU."""
+        """Slices per model batch: the setting on CPU; on a GPU, sized to its memory.
+
+        About 64 MiB of activations per slice is a generous bound for the 2D backbones a
+        bundle names at their input sizes, so an 80 GB card takes ~1,000 slices a batch
+        (a whole thin-slice head CT in one pass); never below the setting.
+        """
         if self.device.startswith("cuda"):
-            return max(self.settings.inference_batch_size, 256)
+            import torch
+
+            total = torch.cuda.get_device_properties(torch.device(self.device)).total_memory
+            return max(self.settings.inference_batch_size, min(1024, total // (64 << 20)))
         return self.settings.inference_batch_size
 
 

@@ -66,7 +66,7 @@ def axial_tilt_degrees(orientation: tuple[float, ...]) -> float:
     return math.degrees(math.acos(min(1.0, abs(n[2]) / norm)))
 
 
-def _why_not(candidate: SeriesCandidate, min_slices: int) -> str | None:
+def _why_not(candidate: SeriesCandidate, min_slices: int, max_tilt: float) -> str | None:
     if (candidate.modality or "").upper() != "CT":
         return f"modality {candidate.modality}"
     classes = {s.sop_class_uid for s in candidate.slices}
@@ -78,7 +78,7 @@ def _why_not(candidate: SeriesCandidate, min_slices: int) -> str | None:
     if any(o is None for o in orientations):
         return "missing orientation"
     tilt = max(axial_tilt_degrees(o) for o in orientations if o is not None)
-    if tilt > MAX_TILT_DEGREES:
+    if tilt > max_tilt:
         return f"not axial (tilt {tilt:.0f} degrees)"
     return None
 
@@ -91,12 +91,17 @@ def _coverage_and_spacing(candidate: SeriesCandidate) -> tuple[float, float]:
     return positions[-1] - positions[0], (median(steps) if steps else math.inf)
 
 
-def select_series(candidates: Sequence[SeriesCandidate], *, min_slices: int = 5) -> Selection:
+def select_series(
+    candidates: Sequence[SeriesCandidate],
+    *,
+    min_slices: int = 5,
+    max_tilt_degrees: float = MAX_TILT_DEGREES,
+) -> Selection:
     """Pick the axial CT series to read, or None with the reasons each was refused."""
     usable: list[tuple[SeriesCandidate, float, float]] = []
     refused: list[str] = []
     for candidate in candidates:
-        why = _why_not(candidate, min_slices)
+        why = _why_not(candidate, min_slices, max_tilt_degrees)
         if why:
             refused.append(f"{candidate.description or candidate.series_uid}: {why}")
             continue

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,7 @@ def run_study(
             session.commit()
             return "already predicted"
         completed_at: datetime | None = study.completed_at
+        queued_at: datetime | None = study.updated_at if study.state == StudyState.QUEUED else None
         study_uid = study.study_instance_uid
         if attempts > runtime.settings.max_attempts:
             session.commit()
@@ -216,7 +217,11 @@ def run_study(
         candidates, paths = _candidates(session, study)
         session.commit()
 
-    selection = select_series(candidates, min_slices=runtime.settings.series_min_slices)
+    selection = select_series(
+        candidates,
+        min_slices=runtime.settings.series_min_slices,
+        max_tilt_degrees=runtime.settings.series_max_tilt_degrees,
+    )
     if selection.series_uid is None:
         _fail(runtime, study_id, version, job_id, selection.reason)
         return "failed: " + selection.reason
@@ -233,9 +238,12 @@ def run_study(
     finished = time.time()
     timings = {
         "completed_at": completed_at.isoformat() if completed_at else None,
+        "queued_at": queued_at.isoformat() if queued_at else None,
+        "started_at": datetime.fromtimestamp(received, UTC).isoformat(),
         "waited_s": round(received - completed_at.timestamp(), 3) if completed_at else None,
         "read_decode_s": round(loaded - load_started, 3),
         "preprocess_s": round(result.preprocess_seconds, 3),
+        "loaded_s": round(loaded - load_started + result.preprocess_seconds, 3),
         "inference_s": round(result.inference_seconds, 3),
         "total_s": round(finished - received, 3),
         "slices": len(datasets),
