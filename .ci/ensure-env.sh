@@ -24,5 +24,6 @@ if [ "$(readlink .venv 2>/dev/null || true)" != "$ENV_DIR" ]; then
     rm -rf .venv
     ln -s "$ENV_DIR" .venv
 fi
-.venv/bin/pip install --quiet --no-deps --no-build-isolation -e . >/dev/null
+.venv/bin/pip install --quiet --no-deps --no-build-isolation -e . >/dev/null 2>&1 \
+    || .venv/bin/pip install --no-deps --no-build-isolation -e .
 echo "ensure-env: .venv -> $ENV_DIR"
