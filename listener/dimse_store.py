@@ -6,7 +6,9 @@ decodes every command set into a pydicom ``Dataset``, turns it into a request pr
 ``EVT_C_STORE`` and encodes the response through another ``Dataset``: about 1 ms per
 instance, a quarter of what DCMTK's storescp spends on the whole instance. A plain C-STORE
 request and its response are a handful of fixed elements, parsed and written here; the
-data set stays the list of fragments it arrived in (:class:`ReceivedDataset`).
+data set stays the list of fragments it arrived in (:class:`ReceivedDataset`), or, with a
+``begin`` function, goes to an :class:`InstanceSink` (the spool's temporary file) fragment
+by fragment while the rest of the instance is still arriving.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from pynetdicom import evt
 from pynetdicom.association import Association
@@ -77,19 +79,48 @@ class ReceivedDataset(BytesIO):
         return super().tell()
 
 
+HEAD_BYTES = 64 * 1024
+"""How much of a streamed data set is kept in memory: where its grouping tags are looked for."""
+_TAIL_BYTES = 64  # of a streamed data set, kept to tell whether its Pixel Data ended
+
+
+class InstanceSink(Protocol):
+    """Where a plain C-STORE's data set is written while it arrives."""
+
+    def write(self, parts: Sequence[bytes | memoryview]) -> None:
+        """Append ``parts``; must not raise (a failure is reported when the instance is stored)."""
+
+    def contents(self) -> bytes:
+        """Everything written so far."""
+
+    def discard(self) -> None:
+        """Drop what was written (the instance will not be stored)."""
+
+
 @dataclass(frozen=True)
 class ReceivedInstance:
-    """One C-STORE request as received: who sent it, what it claims to be, and its bytes."""
+    """One C-STORE request as received: who sent it, what it claims to be, and its bytes.
+
+    Without a ``sink``, ``fragments`` is the whole data set. With one, the sink holds the
+    whole data set (after whatever ``begin`` wrote first), ``fragments`` only its first
+    :data:`HEAD_BYTES` or more, ``size`` its length and ``tail`` its last bytes.
+    """
 
     calling_aet: str
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax: str
     fragments: list[memoryview]
+    sink: InstanceSink | None = None
+    size: int = -1
+    tail: bytes = b""
 
 
 StoreFunction = Callable[[ReceivedInstance], int]
 """Stores a received instance and returns the DIMSE status to answer with."""
+
+BeginFunction = Callable[[str, str, str, str], InstanceSink]
+"""Opens the sink for an arriving instance: (calling AE, SOP class, SOP instance, syntax)."""
 
 
 @dataclass(frozen=True)
@@ -117,12 +148,22 @@ class StreamingDIMSE(DIMSEServiceProvider):
     pynetdicom's own path.
     """
 
-    def __init__(self, assoc: Association, store: StoreFunction | None = None) -> None:
+    def __init__(
+        self,
+        assoc: Association,
+        store: StoreFunction | None = None,
+        begin: BeginFunction | None = None,
+    ) -> None:
         super().__init__(assoc)
         self._store = store
+        self._begin = begin
         self._command: list[tuple[int, bytes]] = []
         self._fragments: list[memoryview] = []
         self._fast: _StoreRequest | None = None
+        self._sink: InstanceSink | None = None
+        self._size = 0
+        self._head_size = 0
+        self._tail = b""
 
     def receive_primitive(self, primitive: P_DATA) -> None:
         for context_id, data in primitive.presentation_data_value_list:
@@ -134,7 +175,16 @@ class StreamingDIMSE(DIMSEServiceProvider):
                 continue
             if self._fast is None and self.message is None:
                 self.message = DIMSEMessage()  # data without a command: pynetdicom rejects it
-            self._fragments.append(cast(memoryview, data[1:]))
+            fragment = cast(memoryview, data[1:])
+            if self._sink is not None:
+                self._sink.write((fragment,))
+                self._size += len(fragment)
+                self._tail = (self._tail + bytes(fragment[-_TAIL_BYTES:]))[-_TAIL_BYTES:]
+                if self._head_size < HEAD_BYTES:
+                    self._fragments.append(fragment)
+                    self._head_size += len(fragment)
+            else:
+                self._fragments.append(fragment)
             if control & 2:
                 if self._fast is not None:
                     request, self._fast = self._fast, None
@@ -143,13 +193,23 @@ class StreamingDIMSE(DIMSEServiceProvider):
                 else:
                     self._deliver()
 
+    def discard_pending(self) -> None:
+        """Drop an instance whose data set stopped arriving (association ended)."""
+        self._fast = None
+        self._fragments = []
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.discard()
+
     def _command_complete(self, context_id: int) -> None:
         command = b"".join(fragment[1:] for _, fragment in self._command)
-        self._fragments = []
+        self.discard_pending()
         request = self._plain_store_request(command, context_id)
         if request is not None:
             self._command = []
             self._fast = request
+            if self._begin is not None:
+                self._open_sink(request)
             return
         self.message = DIMSEMessage()
         done = False
@@ -158,6 +218,22 @@ class StreamingDIMSE(DIMSEServiceProvider):
         self._command = []
         if done:
             self._deliver()
+
+    def _open_sink(self, request: _StoreRequest) -> None:
+        assoc = self.assoc
+        try:
+            self._sink = cast(BeginFunction, self._begin)(
+                str(assoc.requestor.ae_title).strip(),
+                request.sop_class_uid,
+                request.sop_instance_uid,
+                str(assoc._accepted_cx[request.context_id].transfer_syntax[0]),
+            )
+        except Exception:
+            log.exception("could not open a sink for an arriving instance; keeping it in memory")
+            self._sink = None
+        self._size = 0
+        self._head_size = 0
+        self._tail = b""
 
     def _plain_store_request(self, command: bytes, context_id: int) -> _StoreRequest | None:
         assoc = self.assoc
@@ -181,18 +257,24 @@ class StreamingDIMSE(DIMSEServiceProvider):
     def _serve_store(self, request: _StoreRequest, fragments: list[memoryview]) -> None:
         assoc = self.assoc
         context = assoc._accepted_cx[request.context_id]
+        sink, self._sink = self._sink, None
         received = ReceivedInstance(
             calling_aet=str(assoc.requestor.ae_title).strip(),
             sop_class_uid=request.sop_class_uid,
             sop_instance_uid=request.sop_instance_uid,
             transfer_syntax=str(context.transfer_syntax[0]),
             fragments=fragments,
+            sink=sink,
+            size=self._size if sink is not None else -1,
+            tail=self._tail,
         )
         try:
             status = int(cast(StoreFunction, self._store)(received))
         except Exception:
             log.exception("exception in the C-STORE store function")
             status = 0xC211
+            if sink is not None:
+                sink.discard()
         if not assoc.is_established:
             return
         if not 0 <= status <= 0xFFFF:
@@ -209,8 +291,12 @@ class StreamingDIMSE(DIMSEServiceProvider):
             response.Status = status
             super().send_msg(response, request.context_id)
             return
+        value = b"\x03" + encoded  # last fragment of a command set
+        send_now = getattr(self.dul, "send_pdata_now", None)
+        if send_now is not None and send_now(request.context_id, value):
+            return
         pdata = P_DATA()
-        pdata.presentation_data_value_list = [[request.context_id, b"\x03" + encoded]]  # type: ignore[list-item]
+        pdata.presentation_data_value_list = [[request.context_id, value]]  # type: ignore[list-item]
         self.dul.send_pdu(pdata)
 
     def _deliver(self) -> None:

@@ -7,6 +7,7 @@ Every failure maps to a named status and is never raised into pynetdicom:
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from io import BytesIO
@@ -20,12 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.audit import record_event
 from db.vocabulary import AuditEventType
 from listener.assembly import StudyAssembler
-from listener.dimse_store import ReceivedDataset, ReceivedInstance
+from listener.dimse_store import HEAD_BYTES, ReceivedDataset, ReceivedInstance
 from listener.header import InstanceHeader, MalformedDatasetError, parse_header
 from listener.header_scan import scan_header
 from listener.ingest import InstanceRecorder
 from listener.part10 import file_preamble
-from listener.spool import Quarantine, Spool, SpoolFullError
+from listener.spool import IncomingFile, Quarantine, Spool, SpoolFullError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ OUT_OF_RESOURCES = 0xA700
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 PROCESSING_FAILURE = 0xC211
-_HEAD_BYTES = 64 * 1024  # where the grouping tags are looked for before pydicom is asked
 
 
 @dataclass
@@ -75,9 +75,14 @@ def _reject(ctx: StoreContext, calling: str, data: bytes, status: int, reason: s
     return status
 
 
+@functools.lru_cache(maxsize=256)
+def _sop_class_name(uid: str) -> str:
+    return UID(uid).name  # UID() validates with a regular expression: once per class
+
+
 def _iod_problem(header: InstanceHeader) -> str | None:
     """Why an image dataset does not match its (image) SOP class, or None."""
-    name = UID(header.sop_class_uid).name
+    name = _sop_class_name(header.sop_class_uid)
     if "Image Storage" not in name:
         return None
     if not header.rows or not header.columns:
@@ -94,7 +99,7 @@ def _fragments(dataset: object) -> list[memoryview]:
     return [memoryview(cast(BytesIO, dataset).getvalue())]
 
 
-def _head(fragments: list[memoryview], size: int = _HEAD_BYTES) -> bytes:
+def _head(fragments: list[memoryview], size: int = HEAD_BYTES) -> bytes:
     """The first ``size`` bytes of the data set (all of it when it is shorter)."""
     if fragments and len(fragments[0]) >= size:
         return bytes(fragments[0][:size])
@@ -133,43 +138,80 @@ def handle_store(event: Event, ctx: StoreContext) -> int:
     return store_received(ctx, received)
 
 
+def begin_instance(
+    ctx: StoreContext, calling_aet: str, sop_class_uid: str, sop_instance_uid: str, syntax: str
+) -> IncomingFile:
+    """The spool file an arriving instance is written to, its Part 10 preamble already in."""
+    incoming = ctx.spool.begin()
+    incoming.write((file_preamble(sop_class_uid, sop_instance_uid, syntax, calling_aet),))
+    return incoming
+
+
 def store_received(ctx: StoreContext, received: ReceivedInstance) -> int:
     """Store one instance durably, record it, note it for completion; answer its status.
 
     Called by :func:`handle_store`, and directly by the streaming upper layer, which
     skips pynetdicom's request primitive and event for a C-STORE (see
-    :mod:`listener.upper_layer`).
+    :mod:`listener.upper_layer`) and has usually written the instance to a spool
+    temporary file (``received.sink``, from :func:`begin_instance`) while it arrived.
+    That file is committed or removed before this returns.
     """
+    incoming = cast(IncomingFile | None, received.sink)
+    try:
+        return _store(ctx, received, incoming)
+    finally:
+        if incoming is not None:
+            incoming.discard()  # no-op once committed
+
+
+def _store(ctx: StoreContext, received: ReceivedInstance, incoming: IncomingFile | None) -> int:
     calling = received.calling_aet
     syntax = received.transfer_syntax
     fragments = received.fragments
-    preamble = file_preamble(received.sop_class_uid, received.sop_instance_uid, syntax, calling)
-    parts: list[bytes | memoryview] = [preamble, *fragments]
-    try:
+    if incoming is None:
+        preamble = file_preamble(received.sop_class_uid, received.sop_instance_uid, syntax, calling)
+        parts: list[bytes | memoryview] = [preamble, *fragments]
         total = sum(len(f) for f in fragments)
-        header = scan_header(_head(fragments), total, _tail(fragments), syntax)
+        tail = _tail(fragments)
+
+        def whole() -> bytes:
+            return b"".join(parts)
+    else:
+        try:
+            incoming.check()  # the bytes never all reached the spool: nothing to judge
+        except SpoolFullError as exc:
+            log.error("spool full: %s", exc)
+            return OUT_OF_RESOURCES
+        except OSError:
+            log.exception("could not write a received instance to the spool")
+            return PROCESSING_FAILURE
+        total = received.size
+        tail = received.tail
+        whole = incoming.contents
+    try:
+        header = scan_header(_head(fragments), total, tail, syntax)
         if header is None:  # the fast scanner was unsure: pydicom decides
-            header = parse_header(b"".join(parts))
+            header = parse_header(whole())
     except MalformedDatasetError as exc:
-        return _reject(ctx, calling, b"".join(parts), CANNOT_UNDERSTAND, str(exc))
+        return _reject(ctx, calling, whole(), CANNOT_UNDERSTAND, str(exc))
 
     if header.sop_class_uid != received.sop_class_uid:
         return _reject(
             ctx,
             calling,
-            b"".join(parts),
+            whole(),
             SOP_CLASS_MISMATCH,
             f"SOP Class UID {header.sop_class_uid} does not match the request's "
             f"{received.sop_class_uid}",
         )
     problem = _iod_problem(header)
     if problem:
-        return _reject(ctx, calling, b"".join(parts), SOP_CLASS_MISMATCH, problem)
+        return _reject(ctx, calling, whole(), SOP_CLASS_MISMATCH, problem)
     if header.sop_instance_uid != received.sop_instance_uid:
         return _reject(
             ctx,
             calling,
-            b"".join(parts),
+            whole(),
             CANNOT_UNDERSTAND,
             "SOP Instance UID in the dataset differs from the request's",
         )
@@ -178,9 +220,11 @@ def store_received(ctx: StoreContext, received: ReceivedInstance) -> int:
         if ctx.recorder.is_known(header.sop_instance_uid):
             log.info("re-sent instance ignored", extra={"study_uid": header.study_uid})
             return SUCCESS
-        spooled = ctx.spool.write(
-            header.study_uid, header.series_uid, header.sop_instance_uid, parts
-        )
+        uids = (header.study_uid, header.series_uid, header.sop_instance_uid)
+        if incoming is None:
+            spooled = ctx.spool.write(*uids, parts)
+        else:
+            spooled = ctx.spool.commit(incoming, *uids)
         outcome = ctx.recorder.record(
             header, spooled, calling_aet=calling, transfer_syntax_uid=syntax
         )

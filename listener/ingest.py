@@ -25,9 +25,10 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Engine, bindparam, insert, select, update
-from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -57,8 +58,12 @@ class InstanceRecorder:
         self._lock = threading.Lock()
         self._study_ids: dict[str, int] = {}
         self._series_ids: dict[str, int] = {}
-        self._conn: Connection | None = None  # the fast path's own, used under the lock
+        # The fast path's own pooled DBAPI connection, used under the lock: statements go
+        # to the driver directly (SQLAlchemy's Connection costs ~0.1 ms a statement).
+        self._raw: PoolProxiedConnection | None = None
         dialect = self._engine.dialect
+        self._driver_error: type[Exception] = dialect.loaded_dbapi.Error
+        self._integrity_error: type[Exception] = dialect.loaded_dbapi.IntegrityError
         self._exists = _Prepared(_INSTANCE_EXISTS, dialect)
         self._touch = _Prepared(_TOUCH_RECEIVING_STUDY, dialect)
         self._insert = _Prepared(_INSERT_INSTANCE, dialect)
@@ -67,49 +72,49 @@ class InstanceRecorder:
         """Whether this instance is already stored (a re-send)."""
         with self._lock:
             try:
-                conn = self._connection()
+                raw = self._connection()
                 try:
-                    found = conn.exec_driver_sql(*self._exists.args({"uid": sop_instance_uid}))
-                    return found.first() is not None
+                    cursor = raw.cursor()
+                    cursor.execute(*self._exists.args({"uid": sop_instance_uid}))
+                    return cursor.fetchone() is not None
                 finally:
-                    conn.rollback()  # never keep a read snapshot open (it holds back the WAL)
-            except DBAPIError:
+                    raw.rollback()  # never keep a read snapshot open (it holds back the WAL)
+            except self._driver_error:
                 self._drop_connection()
         with self._engine.connect() as fresh:
             return fresh.execute(_INSTANCE_EXISTS, {"uid": sop_instance_uid}).first() is not None
 
-    def _connection(self) -> Connection:
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self._engine.connect()
-        return self._conn
+    def _connection(self) -> PoolProxiedConnection:
+        if self._raw is None or not self._raw.is_valid:
+            self._raw = self._engine.raw_connection()
+        return self._raw
 
     def _drop_connection(self) -> None:
-        if self._conn is not None:
+        if self._raw is not None:
             with contextlib.suppress(Exception):
-                self._conn.invalidate()
-                self._conn.close()
-        self._conn = None
+                self._raw.invalidate()
+                self._raw.close()
+        self._raw = None
 
     def _record_known_series(
         self, study_id: int, series_id: int, row: dict[str, object], now: datetime
     ) -> bool:
         """The fast path: True when the instance was inserted into a still-receiving study."""
         try:
-            conn = self._connection()
+            raw = self._connection()
             try:
-                touched = conn.exec_driver_sql(
-                    *self._touch.args({"sid": study_id, "now": now})
-                ).rowcount
-                if touched != 1:
-                    conn.rollback()
+                cursor = raw.cursor()
+                cursor.execute(*self._touch.args({"sid": study_id, "now": now}))
+                if cursor.rowcount != 1:
+                    raw.rollback()
                     return False
-                conn.exec_driver_sql(*self._insert.args({**row, "received_at": now}))
-                conn.commit()
+                cursor.execute(*self._insert.args({**row, "received_at": now}))
+                raw.commit()
                 return True
-            except IntegrityError:
-                conn.rollback()
+            except self._integrity_error:
+                raw.rollback()
                 return False
-        except DBAPIError:
+        except self._driver_error:
             self._drop_connection()
             return False
 
@@ -240,7 +245,7 @@ _TOUCH_RECEIVING_STUDY = (
 
 
 class _Prepared:
-    """A Core statement compiled once for a dialect, run with ``exec_driver_sql``.
+    """A Core statement compiled once for a dialect, run on the DBAPI cursor directly.
 
     SQLAlchemy's per-execution work (cache lookup, execution context, result metadata)
     is ~0.1 ms a statement, as much as SQLite's own work here. Values still pass through
@@ -253,6 +258,9 @@ class _Prepared:
         self._compiled = compiled
         self._sql = str(compiled)
         self._order = list(compiled.positiontup or []) if compiled.positional else None
+        # Every parameter, fixed values (the state compared with) filled in; each call
+        # only overrides the named ones (construct_params per call costs ~20 us).
+        self._base = dict(compiled.construct_params(_check=False))
         self._processors = {
             key: processor
             for key, bind in compiled.binds.items()
@@ -260,8 +268,12 @@ class _Prepared:
         }
 
     def args(self, values: dict[str, object]) -> tuple[str, Any]:
-        """(SQL, driver parameters) for ``exec_driver_sql``."""
-        params = dict(self._compiled.construct_params(values))
+        """(SQL, driver parameters) for ``cursor.execute``."""
+        params = self._base.copy()
+        for key, value in values.items():
+            if key not in params:
+                raise KeyError(f"{key!r} is not a parameter of {self._sql!r}")
+            params[key] = value
         for key, processor in self._processors.items():
             if key in params:
                 params[key] = processor(params[key])

@@ -37,7 +37,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.audit import record_event
 from db.vocabulary import AuditEventType
-from listener.handlers import StoreContext, handle_echo, handle_store, store_received
+from listener.handlers import (
+    StoreContext,
+    begin_instance,
+    handle_echo,
+    handle_store,
+    store_received,
+)
 from listener.tls import server_context
 from listener.upper_layer import make_request_handler
 from triage.settings import Settings
@@ -134,7 +140,9 @@ def start_scp(settings: Settings, ctx: StoreContext, *, port: int | None = None)
         evt_handlers=handlers,
         ssl_context=ssl_context,
         server_class=ThreadedAssociationServer,
-        request_handler=make_request_handler(functools.partial(store_received, ctx)),
+        request_handler=make_request_handler(
+            functools.partial(store_received, ctx), functools.partial(begin_instance, ctx)
+        ),
     )
     thread = threading.Thread(
         target=make_target(server.serve_forever), name="AcceptorServer", daemon=True
