@@ -30,7 +30,7 @@ DEMO_RECIPE: dict[str, Any] = {
     "data.test_fraction": 0.15,
     "image.arch": "test_resnet",
     "image.drop_rate": 0.2,
-    "image.epochs": 12,
+    "image.epochs": 14,
     "image.batch_size": 32,
     "image.lr": 2e-3,
     "image.backbone_lr_mult": 1.0,

@@ -23,7 +23,7 @@ import numpy as np
 
 from training.classes import LESION_NAMES
 
-MIN_LESION_AREA_MM2 = 40.0
+MIN_LESION_AREA_MM2 = 60.0
 """A lesion counts as present in a slice when its cross-section covers at least this area."""
 
 
@@ -109,6 +109,10 @@ class PhantomHead:
         self.vent_centre = np.array([9.0 * scale, rng.uniform(-4, 4), rng.uniform(8, 18)])
         for name in self.lesions:
             self.params[name] = getattr(self, f"_sample_{name}")()
+        if "epidural" in self.params and "subdural" in self.params:
+            # Put them on opposite sides: one merged extra-axial collection has no subtype.
+            opposite = self.params["subdural"]["phi"] + math.pi + rng.uniform(-0.5, 0.5)
+            self.params["epidural"]["phi"] = (opposite + math.pi) % (2 * math.pi) - math.pi
 
     # -- lesion parameters -------------------------------------------------------------------
     def _sample_epidural(self) -> dict[str, float]:

@@ -19,7 +19,12 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def threshold_for_sensitivity(y: np.ndarray, p: np.ndarray, target: float = 0.95) -> float:
-    """Highest ``t`` with ``recall(p >= t) >= target``; 0.5 when there are no positives.
+    """Threshold reaching ``target`` sensitivity on ``(y, p)``; 0.5 when there are no positives.
+
+    The highest ``t`` with ``recall(p >= t) >= target`` sits exactly on a validation positive;
+    with the few positives of a validation split that over-fits. The returned threshold is
+    moved halfway, in log-odds, towards the highest negative score below it, so the margin is
+    shared between the classes. It still reaches the target on the validation data.
 
     Raises
     ------
@@ -33,7 +38,21 @@ def threshold_for_sensitivity(y: np.ndarray, p: np.ndarray, target: float = 0.95
     if positives.size == 0:
         return DEFAULT_THRESHOLD
     allowed_misses = math.floor((1.0 - target) * positives.size + 1e-9)
-    return float(positives[allowed_misses])
+    highest = float(positives[allowed_misses])
+    negatives = p[known & (y < 0.5)]
+    below = negatives[negatives < highest]
+    if below.size == 0:
+        return highest
+    return float(_sigmoid(0.5 * (_logit(highest) + _logit(float(below.max())))))
+
+
+def _logit(value: float) -> float:
+    value = min(max(value, 1e-7), 1 - 1e-7)
+    return math.log(value / (1 - value))
+
+
+def _sigmoid(value: float) -> float:
+    return 1.0 / (1.0 + math.exp(-value))
 
 
 def thresholds_for_sensitivity(

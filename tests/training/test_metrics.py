@@ -81,7 +81,17 @@ def test_threshold_reaches_target_sensitivity() -> None:
     t = threshold_for_sensitivity(y, p, 0.95)
     recall = ((p >= t) & (y == 1)).sum() / (y == 1).sum()
     assert recall >= 0.95
-    # The next higher candidate would miss the target: t is the highest that works.
-    higher = np.sort(p[y == 1])
-    higher = higher[higher > t][0]
+    # It lies between the highest working cut-off and the next lower negative score.
+    positives = np.sort(p[y == 1])
+    highest = positives[int(np.floor(0.05 * positives.size))]
+    next_negative = p[(y == 0) & (p < highest)].max()
+    assert next_negative < t <= highest
+    higher = positives[positives > highest][0]
     assert ((p >= higher) & (y == 1)).sum() / (y == 1).sum() < 0.95
+
+
+def test_threshold_splits_the_margin_when_classes_separate() -> None:
+    y = np.array([0, 0, 1, 1], dtype=float)
+    p = np.array([0.1, 0.2, 0.8, 0.9])
+    t = threshold_for_sensitivity(y, p, 0.95)
+    assert t == pytest.approx(0.5)  # halfway in log-odds between 0.2 and 0.8
