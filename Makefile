@@ -3,6 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 export TCP_NODELAY := 1
+# The cached environment is shared by clones; this clone's packages come first.
+export PYTHONPATH := $(CURDIR)
 
 .PHONY: install system run test lint realdata bench demo-bundle lock clean
 

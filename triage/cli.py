@@ -74,6 +74,11 @@ def _start_reconciler(settings: Settings) -> None:
 )
 def worker(pool: str, reconcile: bool) -> None:
     """Run a Celery inference worker (one per GPU or per CPU host)."""
+    import os
+
+    # Idle OpenMP threads sleep instead of spinning: on a CPU host shared with the listener
+    # a spinning pool steals the cores the next study's decode needs. Set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from db.migrate import upgrade_to_head
 
     settings = _settings()
