@@ -285,6 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC)
         out = RESULTS_DIR / f"ingest-{stamp:%Y%m%d}.json"
+        serial = 2
+        while out.exists():  # a second run the same day keeps the first one's results
+            out = RESULTS_DIR / f"ingest-{stamp:%Y%m%d}-{serial}.json"
+            serial += 1
         out.write_text(
             json.dumps(
                 {

@@ -199,12 +199,10 @@ class Spool:
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         """The final path of an instance; raises InvalidUIDError for a bad UID."""
-        return (
-            self.root
-            / require_uid(study_uid, "StudyInstanceUID")
-            / require_uid(series_uid, "SeriesInstanceUID")
-            / f"{require_uid(sop_uid, 'SOPInstanceUID')}.dcm"
-        )
+        study = require_uid(study_uid, "StudyInstanceUID")
+        series = require_uid(series_uid, "SeriesInstanceUID")
+        sop = require_uid(sop_uid, "SOPInstanceUID")
+        return Path(f"{self.root}/{study}/{series}/{sop}.dcm")  # one parse, not three joins
 
     def _ensure_dir(self, folder: Path) -> None:
         if folder in self._known_dirs:

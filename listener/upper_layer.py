@@ -243,13 +243,11 @@ class EventDrivenDUL(DULServiceProvider):
                     log.exception("exception in the DUL reactor, aborting the association")
                     self._abort_hard()
                     return
-                try:
-                    event = self.event_queue.get(block=False)
-                except queue.Empty:
+                if not self.event_queue.queue:  # only this thread takes from it: no lock
                     if not self.to_provider_queue.queue:
                         self._wait_for_work()
                     continue
-                self.state_machine.do_action(event)
+                self.state_machine.do_action(self.event_queue.get(block=False))
         finally:
             discard_pending = getattr(self.assoc.dimse, "discard_pending", None)
             if discard_pending is not None:
