@@ -131,9 +131,10 @@ def test_new_series_after_completion_reopens_study_as_version_2(
 
     poll(lambda: len(dispatcher.versions(head_ct.study_uid)) == 2, what="version 2")
     assert dispatcher.versions(head_ct.study_uid) == [1, 2]
+    # the assembler marks the study queued just after the dispatcher returns
+    poll(lambda: recorded.state(head_ct.study_uid) == "queued", what="queued")
     study = recorded.study(head_ct.study_uid)
     assert study.version == 2
-    assert study.state.value == "queued"
     assert len(recorded.instances(head_ct.study_uid)) == 45
     updated = recorded.events(AuditEventType.STUDY_UPDATED, head_ct.study_uid)
     assert [e.detail["version"] for e in updated] == [2]
