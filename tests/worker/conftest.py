@@ -161,10 +161,10 @@ def lesion_studies(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Ph
     return get
 
 
-def _send_with_storescu(port: int, files: list[Path]) -> None:
+def _send_with_storescu(port: int, files: list[Path], options: tuple[str, ...] = ()) -> None:
     env = {**os.environ, "TCP_NODELAY": "1"}
     subprocess.run(
-        ["storescu", "-aec", "TRIAGE", "127.0.0.1", str(port), *map(str, files)],
+        ["/usr/bin/storescu", *options, "-aec", "TRIAGE", "127.0.0.1", str(port), *map(str, files)],
         check=True,
         env=env,
         capture_output=True,
@@ -173,7 +173,7 @@ def _send_with_storescu(port: int, files: list[Path]) -> None:
 
 
 @pytest.fixture
-def send_study() -> Callable[[int, list[Path]], None]:
+def send_study() -> Callable[..., None]:
     """Send files as the scanner would (DCMTK storescu, Nagle off)."""
     return _send_with_storescu
 

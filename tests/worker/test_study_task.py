@@ -169,3 +169,38 @@ def test_audit_predictions_names_the_bundle_and_is_itself_audited(received, monk
             if e.event_type == AuditEventType.RESULT_VIEWED
         ]
     assert len(viewed) == 1 and viewed[0].actor.startswith("cli:")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("tool", "args", "proposal"),
+    [("dcmcjpls", (), "-xt"), ("dcmcrle", (), "-xr"), ("dcmcjpeg", ("+e1",), "-xs")],
+)
+def test_compressed_study_is_decoded_and_predicted(
+    tool,
+    args,
+    proposal,
+    make_settings,
+    database_url,
+    tiny_bundle,
+    lesion_studies,
+    poll,
+    send_study,
+    tmp_path,
+):
+    import subprocess
+
+    study = lesion_studies("epidural", seed=5, slices=12)
+    compressed = []
+    for path in study.files:
+        target = tmp_path / path.name
+        subprocess.run([tool, *args, str(path), str(target)], check=True, capture_output=True)
+        compressed.append(target)
+    settings = make_settings(database_url=database_url, model_bundle=tiny_bundle)
+    study_id = _receive(
+        settings, compressed, poll, lambda port, files: send_study(port, files, (proposal,))
+    )
+    runtime = WorkerRuntime.from_settings(settings)
+    assert run_study(study_id, 1, runtime=runtime) == "predicted"
+    [prediction] = _predictions(runtime)
+    assert len(prediction.slice_scores) == 12
