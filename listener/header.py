@@ -97,6 +97,11 @@ def header_from_dataset(ds: Dataset) -> InstanceHeader:
         sop_class = require_uid(ds.get("SOPClassUID"), "SOPClassUID")
     except ValueError as exc:
         raise MalformedDatasetError(str(exc)) from None
+    frames = ds.get("NumberOfFrames")
+    if frames not in (None, "") and (_int(ds, "NumberOfFrames") or 0) < 1:
+        raise MalformedDatasetError(
+            f"NumberOfFrames is not a positive integer: {str(frames)[:16]!r}"
+        )
     position = _floats(ds, "ImagePositionPatient", 3)
     return InstanceHeader(
         study_uid=study_uid,
@@ -129,10 +134,16 @@ _SEQUENCE_DELIMITER = {
 }
 
 
-def _check_pixel_data_whole(encoded: bytes, start: int, implicit: bool, big: bool) -> None:
-    """Raise when the Pixel Data element starting at ``start`` runs past the received bytes."""
+def _check_pixel_data_whole(
+    encoded: bytes, start: int, implicit: bool, big: bool, encapsulated: bool
+) -> None:
+    """Raise when the Pixel Data element starting at ``start`` runs past the received bytes,
+    or has an undefined length in a native (uncompressed) transfer syntax, where PS3.5
+    requires an explicit length."""
     length_at = start + (4 if implicit else 8)
     length = int.from_bytes(encoded[length_at : length_at + 4], "big" if big else "little")
+    if length == 0xFFFFFFFF and not encapsulated:
+        raise MalformedDatasetError("native Pixel Data with undefined length")
     if length == 0xFFFFFFFF:  # encapsulated: the fragments must end with a delimiter
         if encoded.find(_SEQUENCE_DELIMITER[big], length_at + 4) == -1:
             raise MalformedDatasetError("Pixel Data is cut short: no sequence delimiter")
@@ -159,7 +170,9 @@ def parse_header(encoded: bytes) -> InstanceHeader:
             tag = _PIXEL_DATA_TAG[big]
             start = stream.tell()  # dcmread stops at the start of the Pixel Data element
             if encoded[start : start + 4] == tag:
-                _check_pixel_data_whole(encoded, start, syntax.is_implicit_VR, big)
+                _check_pixel_data_whole(
+                    encoded, start, syntax.is_implicit_VR, big, syntax.is_encapsulated
+                )
             header = replace(header, has_pixel_data=tag in encoded)
         return header
     except MalformedDatasetError:

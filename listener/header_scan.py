@@ -65,6 +65,7 @@ _TAGS = {
     0x00201002: "ImagesInAcquisition",
     0x00280010: "Rows",
     0x00280011: "Columns",
+    0x00280008: "NumberOfFrames",
 }
 _VRS = {
     **dict.fromkeys([0x00080016, 0x00080018, 0x0020000D, 0x0020000E], b"UI"),
@@ -72,7 +73,7 @@ _VRS = {
     **dict.fromkeys([0x00081030, 0x0008103E, 0x00100020], b"LO"),
     0x00080050: b"SH",
     0x00080020: b"DA",
-    **dict.fromkeys([0x00200011, 0x00200013, 0x00201002], b"IS"),
+    **dict.fromkeys([0x00200011, 0x00200013, 0x00201002, 0x00280008], b"IS"),
     **dict.fromkeys([0x00200032, 0x00200037], b"DS"),
     **dict.fromkeys([0x00280010, 0x00280011], b"US"),
 }
@@ -249,8 +250,12 @@ def scan_header(
             columns=_us(v.get(0x00280011)),
             has_pixel_data=scan.pixel_at is not None,
         )
+        frames = v.get(0x00280008)
+        if frames is not None and (_int(frames) or 0) < 1:
+            return None  # let pydicom's path judge (and word) a bad frame count
+        native = transfer_syntax in (EXPLICIT_LE, IMPLICIT_LE)
         if scan.pixel_at is not None and not _pixel_data_whole(
-            scan, scan.pixel_at, total_size, tail
+            scan, scan.pixel_at, total_size, tail, native
         ):
             return None  # let pydicom's path judge (and word) the truncation
         return header
@@ -258,9 +263,10 @@ def scan_header(
         return None
 
 
-def _pixel_data_whole(scan: _Scan, pos: int, total_size: int, tail: bytes) -> bool:
-    """Whether the Pixel Data element at ``pos`` ends within the received bytes."""
+def _pixel_data_whole(scan: _Scan, pos: int, total_size: int, tail: bytes, native: bool) -> bool:
+    """Whether the Pixel Data element at ``pos`` ends within the received bytes (an
+    undefined length is only whole in an encapsulated transfer syntax)."""
     _, start, length, _ = scan.element(pos)
     if length == _UNDEFINED:
-        return tail.endswith(_SEQ_DELIMITER)
+        return not native and tail.endswith(_SEQ_DELIMITER)
     return start + length <= total_size

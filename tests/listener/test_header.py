@@ -74,3 +74,43 @@ def test_truncation_is_found_in_every_encoding(
     assert parse_header(raw).sop_instance_uid == f"{ROOT}.3.1"
     with pytest.raises(MalformedDatasetError, match="cut short"):
         parse_header(raw[:-20])
+
+
+def _with_frames(value: bytes) -> bytes:
+    """ct_head_16x16 with a NumberOfFrames (0028,0008) IS element inserted in tag order."""
+    from io import BytesIO
+
+    import pydicom
+
+    ds = pydicom.dcmread(DATA / "ct_head_16x16.dcm")
+    ds.NumberOfFrames = "1"
+    out = BytesIO()
+    ds.save_as(out)
+    raw = out.getvalue()
+    element = b"\x28\x00\x08\x00IS\x02\x001 "
+    assert raw.count(element) == 1
+    return raw.replace(element, b"\x28\x00\x08\x00IS" + len(value).to_bytes(2, "little") + value)
+
+
+def test_frame_count_that_is_not_a_number_is_refused() -> None:
+    from listener.header_scan import EXPLICIT_LE
+
+    assert parse_header(_with_frames(b"1 ")).rows == 16
+    raw = _with_frames(b"1A")
+    with pytest.raises(MalformedDatasetError, match="NumberOfFrames"):
+        parse_header(raw)
+    from listener.header_scan import scan_header
+
+    assert raw[132:136] == b"\x02\x00\x00\x00"  # File Meta Information Group Length
+    start = 144 + int.from_bytes(raw[140:144], "little")  # the data set after the meta
+    assert scan_header(_with_frames(b"1 ")[start:], len(raw) - start, raw[-8:], EXPLICIT_LE)
+    assert scan_header(raw[start:], len(raw) - start, raw[-8:], EXPLICIT_LE) is None
+
+
+def test_native_pixel_data_of_undefined_length_is_refused() -> None:
+    raw = (DATA / "ct_head_16x16.dcm").read_bytes()
+    tag = b"\xe0\x7f\x10\x00OW\x00\x00"
+    at = raw.index(tag) + len(tag)
+    undefined = raw[:at] + b"\xff\xff\xff\xff" + raw[at + 4 :] + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    with pytest.raises(MalformedDatasetError, match="undefined length"):
+        parse_header(undefined)
