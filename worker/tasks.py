@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 
 from db import queries
 from db.audit import record_event
-from db.models import Instance, Prediction, Series, Study, utcnow
+from db.models import Instance, Job, Prediction, Series, Study, utcnow
 from db.results import claim_job, store_prediction
 from db.vocabulary import AuditEventType, JobState, StudyState
 from worker.celery_app import PROCESS_STUDY_TASK
@@ -76,8 +76,6 @@ def _fail(
         if study.version == version:
             queries.set_study_state(session, study, StudyState.FAILED, reason[:2000])
         if job_id is not None:
-            from db.models import Job
-
             job = session.get(Job, job_id)
             if job is not None:
                 job.state = JobState.FAILED
@@ -130,8 +128,6 @@ def _store(
                 timings=timings,
             ),
         )
-        from db.models import Job
-
         job = session.get(Job, job_id)
         if job is not None:
             job.state = JobState.DONE
