@@ -37,6 +37,7 @@ class AuditEventType(StrEnum):
     INSTANCE_RECEIVED = "instance_received"
     INSTANCE_DUPLICATE = "instance_duplicate"
     INSTANCE_QUARANTINED = "instance_quarantined"
+    INSTANCE_RECOVERED = "instance_recovered"
     STUDY_COMPLETED = "study_completed"
     STUDY_UPDATED = "study_updated"
     STUDY_IGNORED = "study_ignored"

@@ -11,6 +11,7 @@ from listener.assembly import CompletionPolicy, StudyAssembler
 from listener.dispatch import Dispatcher, StudyQueue
 from listener.handlers import StoreContext
 from listener.ingest import InstanceRecorder
+from listener.recovery import recover_spool
 from listener.routing import RoutingRule
 from listener.scp import RunningSCP, start_scp
 from listener.spool import Quarantine, Spool
@@ -55,12 +56,18 @@ def start_listener(
         ),
         dispatcher,
     )
+    spool = Spool(settings.spool_dir, fsync=settings.spool_fsync)
+    recorder = InstanceRecorder(sessions)
+    if settings.spool_recovery_hours > 0:
+        recover_spool(
+            spool, recorder, sessions, window_seconds=settings.spool_recovery_hours * 3600
+        )
     assembler.resume()
     assembler.start()
     ctx = StoreContext(
-        spool=Spool(settings.spool_dir, fsync=settings.spool_fsync),
+        spool=spool,
         quarantine=Quarantine(settings.quarantine_dir),
-        recorder=InstanceRecorder(sessions),
+        recorder=recorder,
         assembler=assembler,
         sessions=sessions,
     )

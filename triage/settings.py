@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         Path("var/quarantine"), description="Where rejected datasets are kept with the reason."
     )
     spool_fsync: bool = Field(True, description="fsync each instance before answering success.")
+    spool_recovery_hours: float = Field(
+        48.0,
+        ge=0,
+        description="At start, record spooled files changed this recently that lack a row (0 = off).",
+    )
 
     # --- queue ---------------------------------------------------------------------
     broker_url: str = Field(
