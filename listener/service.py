@@ -42,7 +42,10 @@ def start_listener(
 ) -> ListenerService:
     """Migrate the database, resume incomplete studies and start serving."""
     upgrade_to_head(settings.database_url)
-    engine = make_engine(settings.database_url, durable=settings.spool_fsync)
+    # The durable record of an instance is its fsynced spool file: a row lost to a power
+    # cut before SQLite flushed it is rebuilt from the file by recover_spool at start-up,
+    # so the listener's SQLite commits need not wait for the disk (WAL, synchronous=NORMAL).
+    engine = make_engine(settings.database_url, durable=False)
     sessions = make_session_factory(engine)
     if dispatcher is None:
         dispatcher = StudyQueue(make_celery(settings))
