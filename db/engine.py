@@ -32,10 +32,10 @@ def _sqlite_pragmas(synchronous: str) -> Any:
 def make_engine(url: str, *, durable: bool = True, **kwargs: Any) -> Engine:
     """Create an engine for ``url``; for SQLite, create the parent folder first.
 
-    ``durable`` makes every SQLite commit survive power loss (WAL with synchronous=FULL),
-    so a row is as durable as the fsynced file it describes; a site that turned the spool
-    fsync off gets synchronous=NORMAL, page-cache durability like the files.
-    PostgreSQL commits are durable by its own configuration.
+    ``durable`` makes every SQLite commit survive power loss (WAL with synchronous=FULL):
+    the worker's predictions use it. ``durable=False`` (synchronous=NORMAL) is for a
+    caller that can rebuild a lost commit from a durable source, as the listener rebuilds
+    instance rows from the spool. PostgreSQL commits are durable by its own configuration.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
