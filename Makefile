@@ -21,6 +21,7 @@ run: install system
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: install system lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -30,7 +30,9 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.events import Event
-from pynetdicom.sop_class import Verification
+
+# pynetdicom generates its SOP class names at import time, so its stubs cannot list them.
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 from sqlalchemy.orm import Session, sessionmaker
@@ -76,6 +78,8 @@ def build_ae(settings: Settings) -> AE:
         _config.LOG_HANDLER_LEVEL = "none"
     ae = AE(ae_title=settings.ae_title)
     for context in AllStoragePresentationContexts:
+        if context.abstract_syntax is None:  # pynetdicom builds each with its SOP class UID
+            raise RuntimeError("pynetdicom storage context without an abstract syntax")
         ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     ae.maximum_pdu_size = settings.max_pdu

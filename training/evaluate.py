@@ -65,7 +65,7 @@ def evaluate_bundle(bundle: Bundle, dataset: LabelledDataset) -> dict[str, Any]:
     slice_y = label_matrix(aligned.slices, names)
     slice_p = np.concatenate(slice_probs)
     slice_thresholds = bundle.config.get("hyperparameters", {}).get("slice_thresholds", {})
-    report = {
+    report: dict[str, Any] = {
         "title": f"{bundle.name} {bundle.version} on {dataset.source}",
         "bundle": {
             "name": bundle.name,

@@ -48,6 +48,8 @@ def grad_cam(model: ImageModel, x: torch.Tensor, class_index: int) -> tuple[np.n
         logits = model.head(model.pool(features))
         logits[0, class_index].backward()
         grads, acts = features.grad, features.detach()
+    if grads is None:
+        raise RuntimeError("explain: no gradient reached the backbone's feature map")
     if acts.ndim == 3:  # ViT tokens (1, N, D): drop prefix tokens, fold into a grid
         prefix = int(getattr(model.backbone, "num_prefix_tokens", 1))
         side = math.isqrt(acts.shape[1] - prefix)

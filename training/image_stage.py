@@ -149,7 +149,7 @@ class ImageStageTrainer:
         """
         cfg = self.cfg
         # channels_last: about 1.4x faster convolutions on CPU (oneDNN) and on GPU with AMP.
-        model = (model or self.build_model()).to(self.device, memory_format=torch.channels_last)
+        model = (model or self.build_model()).to(self.device).to(memory_format=torch.channels_last)
         pos_weight = None
         if cfg.pos_weighting and cfg.sampling == "none":
             pos_weight = torch.as_tensor(inverse_frequency_weights(train_y), device=self.device)

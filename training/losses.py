@@ -41,6 +41,10 @@ class MaskedMultiLabelLoss(nn.Module):
         Focusing parameter of the focal loss.
     """
 
+    # Buffers (registered in ``__init__``); declared so the type checker sees tensors.
+    class_weights: torch.Tensor | None
+    pos_weight: torch.Tensor | None
+
     def __init__(
         self,
         kind: str = "bce",

@@ -21,13 +21,29 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import timm
 import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+
+class TimmBackbone(Protocol):
+    """The part of a timm model's interface that ``ImageModel`` calls.
+
+    Why: timm models share these methods by convention, not through a base class, so the type
+    checker only knows them as ``nn.Module``.
+    """
+
+    num_features: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor: ...
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]: ...
 
 
 class ImageModel(nn.Module):
@@ -57,18 +73,23 @@ class ImageModel(nn.Module):
     ) -> None:
         super().__init__()
         self.arch = arch
-        self.backbone = _create_backbone(arch, img_size, pretrained_file)
-        self.num_features = int(self.backbone.num_features)
+        self.backbone: nn.Module = _create_backbone(arch, img_size, pretrained_file)
+        self.num_features = int(self.timm_backbone.num_features)
         self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes)
 
+    @property
+    def timm_backbone(self) -> TimmBackbone:
+        """The backbone seen through timm's model interface (the same object)."""
+        return cast(TimmBackbone, self.backbone)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone feature map (used by Grad-CAM) before pooling."""
-        return self.backbone.forward_features(x)
+        return self.timm_backbone.forward_features(x)
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """Pooled embedding from a feature map."""
-        return self.backbone.forward_head(features, pre_logits=True)
+        return self.timm_backbone.forward_head(features, pre_logits=True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embeddings = self.pool(self.features(x))
@@ -80,7 +101,8 @@ class ImageModel(nn.Module):
         try:
             from timm.models import group_parameters
 
-            groups = group_parameters(self.backbone, self.backbone.group_matcher(coarse=True))
+            matcher = self.timm_backbone.group_matcher(coarse=True)
+            groups = group_parameters(self.backbone, matcher)
             ordered = [groups[key] for key in sorted(groups, key=_group_order)]
             return [[named[name] for name in names if name in named] for names in ordered]
         except (AttributeError, NotImplementedError, KeyError):

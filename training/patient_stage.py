@@ -72,7 +72,8 @@ def predict_sequences(
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Study probabilities ``(S, C)`` and refined slice probabilities per series."""
     model.eval()
-    studies, slices = [], []
+    studies: list[np.ndarray] = []
+    slices: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
@@ -129,6 +130,8 @@ class PatientStageTrainer:
         epochs = cfg.epochs if optimizer is not None else 0
         bar = tqdm(range(epochs), desc="patient stage", unit="epoch", leave=False)
         for epoch in bar:
+            if optimizer is None:  # epochs is 0 without trainable parameters
+                raise RuntimeError("patient stage: no trainable parameters to optimise")
             model.train()
             order = torch.randperm(len(train), generator=generator).tolist()
             running, batches = 0.0, 0

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from training.classes import CLASS_NAMES, HEMORRHAGE_SUBTYPES, LESION_NAMES
 from training.phantom_anatomy import PhantomHead
@@ -71,7 +71,7 @@ class PhantomStudy:
         }
 
 
-def _uid(*parts: object) -> str:
+def _uid(*parts: object) -> UID:
     return generate_uid(entropy_srcs=["pacs-triage-phantom", *map(str, parts)])
 
 

@@ -57,12 +57,12 @@ def load_dataset(cfg: TrainConfig) -> LabelledDataset:
         If the config names neither or both layouts.
     """
     data = cfg.data
-    if bool(data.dicom_dir) == bool(data.folders):
-        raise ValueError("data: give either dicom_dir (+ labels) or folders")
-    if data.folders:
+    if data.folders and not data.dicom_dir:
         return read_folder_dataset(Path(data.folders), patient_regex=data.patient_regex)
-    labels = Path(data.labels) if data.labels else None
-    return read_rsna_dataset(Path(data.dicom_dir), labels, labelled_only=True)
+    if data.dicom_dir and not data.folders:
+        labels = Path(data.labels) if data.labels else None
+        return read_rsna_dataset(Path(data.dicom_dir), labels, labelled_only=True)
+    raise ValueError("data: give either dicom_dir (+ labels) or folders")
 
 
 def make_spec(cfg: TrainConfig, kind: str) -> PreprocessSpec:

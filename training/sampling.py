@@ -48,7 +48,8 @@ def make_sampler(
         return None
     if mode != "balanced":
         raise ValueError(f"sampling: 'balanced' or 'none' (got {mode!r})")
-    weights = torch.as_tensor(balanced_weights(labels), dtype=torch.double)
+    # A list of floats, as the sampler's signature asks; it makes its own double tensor.
+    weights: list[float] = balanced_weights(labels).tolist()
     generator = torch.Generator().manual_seed(seed)
     return WeightedRandomSampler(
         weights, num_samples or len(weights), replacement=True, generator=generator
