@@ -133,9 +133,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         3, ge=1, le=20, description="Deliveries of a study task before it fails."
     )
-    task_time_limit: float = Field(1800.0, gt=0, description="Hard limit for one study task (s).")
+    # A 2,000-slice study takes ~30 s on 2 CPU cores, so 10 minutes is a generous ceiling;
+    # the reconciler treats a study processing longer than this (+60 s) as lost.
+    task_time_limit: float = Field(600.0, gt=0, description="Hard limit for one study task (s).")
     visibility_timeout: float = Field(
-        3600.0, gt=0, description="Broker redelivery timeout; must exceed TASK_TIME_LIMIT."
+        900.0, gt=0, description="Broker redelivery timeout; must exceed TASK_TIME_LIMIT."
     )
     reconcile_after_seconds: float = Field(
         120.0, gt=0, description="Re-queue complete studies still without a result after this."
