@@ -211,3 +211,26 @@ def test_killed_listener_completes_resumed_study_by_idle_timer(
     count = listener.query("SELECT count(*) FROM instances")[0][0]
     assert count == 20
     assert len(listener.queued_messages()) == 1
+
+
+def test_listener_log_never_holds_patient_names(
+    phantoms: Callable[..., PhantomStudy],
+    listener_process: Callable[..., ListenerProcess],
+    storescu: Callable[..., Any],
+    poll: Callable[..., Any],
+) -> None:
+    import pydicom
+
+    study = phantoms("phi12", slices=12, size=64, seed=4242)
+    name = str(pydicom.dcmread(study.files[0], stop_before_pixels=True).PatientName)
+    patient_id = str(pydicom.dcmread(study.files[0], stop_before_pixels=True).PatientID)
+    listener = listener_process(stable_seconds="300")
+    listener.start(poll)
+    assert storescu(listener.port, study.files, aet="CT_ROOM_1").ok
+    poll(lambda: listener.state(study.study_uid) == "queued", what="queued", timeout=30)
+    listener.stop()
+
+    log = listener.log()
+    assert study.study_uid in log  # the log does name the study, by its UID
+    assert name not in log and "PHANTOM" not in log
+    assert patient_id not in log
