@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
@@ -88,7 +89,8 @@ def recover_spool(
             data = path.read_bytes()
             try:
                 header = parse_header(data)
-                syntax = str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+                meta = dcmread(BytesIO(data), stop_before_pixels=True).file_meta
+                syntax = str(meta.TransferSyntaxUID)
             except (MalformedDatasetError, AttributeError, OSError) as exc:
                 log.error("spooled file %s cannot be recovered: %s", path.name, exc)
                 unreadable += 1
