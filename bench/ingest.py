@@ -8,6 +8,11 @@ Throughput ratio = t_storescp / t_triage (above 1 means triage is faster). A sec
 starts one listener, lets 8 ``storescu`` send distinct studies at once and reads the
 listener's peak RSS (VmHWM), and checks that no torch library is mapped in it.
 
+A third part times the spool alone (:class:`listener.spool.Spool`, no network, no
+database): the same 300 files written through it with fsync on and off, alternating.
+Their difference is what durability costs on this disk before any DICOM is involved,
+the floor under "triage fsync=true" minus "triage fsync=false".
+
 Results go to stdout and to ``bench/results/ingest-<date>.json``.
 """
 
@@ -223,6 +228,43 @@ def measure_memory(
     }
 
 
+def measure_spool_floor(
+    files: Sequence[Path], work_root: Path, *, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Median seconds to write ``files`` through the spool alone, with fsync on and off.
+
+    The bytes are read into memory and their UIDs parsed before the clock starts, so only
+    the spool's work is timed: temporary file, write, (fsync), rename, (folder fsync).
+    """
+    import pydicom
+
+    from listener.spool import Spool
+
+    items = []
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        uids = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+        items.append((uids, path.read_bytes()))
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for round_no in range(rounds):
+        for fsync in (False, True) if round_no % 2 == 0 else (True, False):
+            folder = Path(tempfile.mkdtemp(prefix="spool-floor-", dir=work_root))
+            spool = Spool(folder, fsync=fsync)
+            start = time.perf_counter()
+            for uids, data in items:
+                spool.write(*uids, data)
+            times[fsync].append(time.perf_counter() - start)
+            shutil.rmtree(folder, ignore_errors=True)
+    return {
+        f"spool fsync={str(fsync).lower()}": {
+            "median_seconds": round(statistics.median(t), 4),
+            "min_seconds": round(min(t), 4),
+            "max_seconds": round(max(t), 4),
+        }
+        for fsync, t in times.items()
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -236,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cache", type=Path, default=Path(tempfile.gettempdir()) / "pacs-triage-bench"
     )
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-floor", action="store_true", help="do not time the spool alone")
     parser.add_argument("--only", nargs="*", help="receiver names to run (storescp always runs)")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
@@ -262,6 +305,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         summaries = summarise(measurements, len(files), n_bytes)
         print_table(summaries, len(files), n_bytes)
+        floor = None
+        if not args.skip_floor:
+            floor = measure_spool_floor(files, work_root, rounds=args.rounds)
+            print("\nspool alone (no network, no database), same files:")
+            for name, figures in floor.items():
+                print(
+                    f"{name:<20} {figures['median_seconds']:>9.3f} {figures['min_seconds']:>7.3f} "
+                    f"{figures['max_seconds']:>7.3f}"
+                )
         memory = None
         if not args.skip_memory:
             studies = [
@@ -303,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "summary": [asdict(s) for s in summaries],
                     "measurements": [asdict(m) for m in measurements],
                     "memory": memory,
+                    "spool_floor": floor,
                 },
                 indent=1,
             )
