@@ -186,27 +186,8 @@ class InstanceRecorder:
                 )
                 session.add(series)
                 session.flush()
-            position = header.image_position
-            session.add(
-                Instance(
-                    series_id=series.id,
-                    sop_instance_uid=header.sop_instance_uid,
-                    sop_class_uid=header.sop_class_uid,
-                    transfer_syntax_uid=transfer_syntax_uid,
-                    instance_number=header.instance_number,
-                    position_z=header.position_along_normal,
-                    image_position="\\".join(f"{v:g}" for v in position) if position else None,
-                    image_orientation=(
-                        "\\".join(f"{v:g}" for v in header.image_orientation)
-                        if header.image_orientation
-                        else None
-                    ),
-                    calling_aet=calling_aet,
-                    received_at=now,
-                    file_path=str(spooled.path),
-                    file_size=spooled.size,
-                )
-            )
+            row = _instance_row(header, spooled, series.id, calling_aet, transfer_syntax_uid)
+            session.add(Instance(**row, received_at=now))
             if study.state != StudyState.RECEIVING:
                 reopened = True
                 queries.set_study_state(
