@@ -22,7 +22,7 @@ from db.audit import record_event
 from db.models import Study, utcnow
 from db.vocabulary import AuditEventType, StudyState
 from listener.completion import SeriesProgress, decide
-from listener.dispatch import Dispatcher
+from triage.queue import Dispatcher
 from listener.routing import RoutingRule, SeriesFacts
 
 log = logging.getLogger(__name__)

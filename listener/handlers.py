@@ -21,11 +21,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.audit import record_event
 from db.vocabulary import AuditEventType
 from listener.assembly import StudyAssembler
-from listener.dimse_store import HEAD_BYTES, ReceivedDataset, ReceivedInstance
+from listener.fastpath import (
+    HEAD_BYTES,
+    ReceivedDataset,
+    ReceivedInstance,
+    file_preamble,
+    scan_header,
+)
 from listener.header import InstanceHeader, MalformedDatasetError, parse_header
-from listener.header_scan import scan_header
 from listener.ingest import InstanceRecorder
-from listener.part10 import file_preamble
 from listener.spool import IncomingFile, Quarantine, Spool, SpoolFullError
 
 log = logging.getLogger(__name__)
@@ -152,7 +156,7 @@ def store_received(ctx: StoreContext, received: ReceivedInstance) -> int:
 
     Called by :func:`handle_store`, and directly by the streaming upper layer, which
     skips pynetdicom's request primitive and event for a C-STORE (see
-    :mod:`listener.upper_layer`) and has usually written the instance to a spool
+    :mod:`listener.fastpath.upper_layer`) and has usually written the instance to a spool
     temporary file (``received.sink``, from :func:`begin_instance`) while it arrived.
     That file is committed or removed before this returns.
     """

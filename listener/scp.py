@@ -47,7 +47,7 @@ from listener.handlers import (
     store_received,
 )
 from listener.tls import server_context
-from listener.upper_layer import make_request_handler
+from listener.fastpath import make_request_handler
 from triage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def start_scp(settings: Settings, ctx: StoreContext, *, port: int | None = None)
         ssl_context = server_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
     address = (settings.dicom_bind, settings.dicom_port if port is None else port)
     # make_server (not start_server) so each connection gets our streaming upper layer;
-    # see listener.upper_layer for why.
+    # see listener.fastpath.upper_layer for why.
     server = ae.make_server(
         address,
         evt_handlers=handlers,

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from db.engine import make_engine, make_session_factory
 from db.migrate import upgrade_to_head
 from listener.assembly import CompletionPolicy, StudyAssembler
-from listener.dispatch import Dispatcher, StudyQueue
 from listener.handlers import StoreContext
 from listener.ingest import InstanceRecorder
 from listener.recovery import recover_spool
@@ -16,7 +15,7 @@ from listener.routing import RoutingRule
 from listener.scp import RunningSCP, start_scp
 from listener.spool import Quarantine, Spool
 from triage.settings import Settings
-from worker.celery_app import make_celery
+from triage.queue import Dispatcher, StudyQueue, make_celery
 
 log = logging.getLogger(__name__)
 

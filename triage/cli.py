@@ -52,7 +52,7 @@ def listen() -> None:
 
 def _start_reconciler(settings: Settings) -> None:
     from db.engine import make_engine, make_session_factory
-    from worker.celery_app import StudyQueue, make_celery
+    from triage.queue import StudyQueue, make_celery
     from worker.reconciler import Reconciler
 
     sessions = make_session_factory(make_engine(settings.database_url))
@@ -86,7 +86,7 @@ def worker(pool: str, reconcile: bool) -> None:
     if reconcile:
         _start_reconciler(settings)
     from worker.app import app
-    from worker.celery_app import INFERENCE_QUEUE
+    from triage.queue import INFERENCE_QUEUE
 
     app.conf.worker_pool = pool
     app.worker_main(

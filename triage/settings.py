@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for DIMSE messages.")
     network_timeout: float = Field(60.0, gt=0, description="Seconds of network silence allowed.")
     max_pdu: int = Field(131072, ge=0, description="Maximum PDU size we receive (0 = unlimited).")
+    dicom_fast_path: bool = Field(
+        True, description="Streaming receive path (false = pynetdicom's stock receive path)."
+    )
 
     # --- study completion ----------------------------------------------------------
     stable_seconds: float = Field(

@@ -12,7 +12,7 @@ from typing import Any
 from celery.signals import worker_process_init, worker_ready
 
 from triage.settings import get_settings
-from worker.celery_app import make_celery
+from triage.queue import make_celery
 from worker.runtime import get_runtime
 from worker.tasks import register_tasks
 

@@ -20,7 +20,7 @@ from db.audit import record_event
 from db.results import studies_to_requeue
 from db.vocabulary import AuditEventType, StudyState
 from triage.settings import Settings
-from worker.celery_app import Dispatcher
+from triage.queue import Dispatcher
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciler"

@@ -3,7 +3,7 @@
 Exactly once, nothing lost:
 
 * the message is acknowledged late and rejected back to the queue if the worker dies
-  (settings in ``worker.celery_app``), so a SIGKILL mid-inference means a redelivery;
+  (settings in ``triage.queue``), so a SIGKILL mid-inference means a redelivery;
 * each delivery counts an attempt on the job row; past ``max_attempts`` the study is
   ``failed`` with the reason, so a poison study never loops forever;
 * the prediction is inserted under a unique (study, version, bundle sha256) key, so a
@@ -28,7 +28,7 @@ from db.audit import record_event
 from db.models import Instance, Job, Prediction, Series, Study, utcnow
 from db.results import claim_job, store_prediction
 from db.vocabulary import AuditEventType, JobState, StudyState
-from worker.celery_app import PROCESS_STUDY_TASK
+from triage.queue import PROCESS_STUDY_TASK
 from worker.priority import triage
 from worker.runtime import WorkerRuntime, get_runtime
 from worker.series_selection import SeriesCandidate, SliceFacts, parse_orientation, select_series

@@ -93,13 +93,13 @@ def _with_frames(value: bytes) -> bytes:
 
 
 def test_frame_count_that_is_not_a_number_is_refused() -> None:
-    from listener.header_scan import EXPLICIT_LE
+    from listener.fastpath.header_scan import EXPLICIT_LE
 
     assert parse_header(_with_frames(b"1 ")).rows == 16
     raw = _with_frames(b"1A")
     with pytest.raises(MalformedDatasetError, match="NumberOfFrames"):
         parse_header(raw)
-    from listener.header_scan import scan_header
+    from listener.fastpath.header_scan import scan_header
 
     assert raw[132:136] == b"\x02\x00\x00\x00"  # File Meta Information Group Length
     start = 144 + int.from_bytes(raw[140:144], "little")  # the data set after the meta

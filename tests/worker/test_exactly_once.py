@@ -140,7 +140,7 @@ def test_database_briefly_down_is_retried_with_backoff(
         create_postgres_database,
         drop_postgres_database,
     )
-    from worker.celery_app import StudyQueue, make_celery
+    from triage.queue import StudyQueue, make_celery
 
     url = create_postgres_database()
     name = make_url(url).database

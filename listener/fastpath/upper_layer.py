@@ -19,7 +19,7 @@ machine, ACSE, C-ECHO, release and abort handling, is pynetdicom's):
   to the DIMSE provider and a C-STORE response straight to the socket: the same DT-2 and
   DT-1 actions, without the four queue operations, the state machine dispatch and the
   wake-up write that each costs (~40 us per PDU, 1,500 PDUs per CT study).
-- :class:`~listener.dimse_store.StreamingDIMSE` writes a plain C-STORE's data set to the
+- :class:`~listener.fastpath.dimse_store.StreamingDIMSE` writes a plain C-STORE's data set to the
   spool's temporary file fragment by fragment as the PDUs arrive (other data sets stay the
   list of their received fragments) and serves the request at once in the DUL thread,
   rather than queueing it for the association thread's next poll.
@@ -67,7 +67,7 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
-from listener.dimse_store import BeginFunction, StoreFunction, StreamingDIMSE
+from listener.fastpath.dimse_store import BeginFunction, StoreFunction, StreamingDIMSE
 
 log = logging.getLogger(__name__)
 

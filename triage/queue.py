@@ -1,4 +1,9 @@
-"""The Celery application, configured from the settings (and nothing heavier than Celery).
+"""The queue contract between the listener and the worker, and the Celery app both build.
+
+One neutral home (neither ``listener`` nor ``worker``) so the listener can hand a study to
+inference without importing any worker code, and so the task name, queue names and the
+message's arguments cannot drift apart between the sender and the consumer. Imports
+Celery and the settings, nothing heavier: importing it never loads torch.
 
 Production uses Redis (``TRIAGE_BROKER_URL=redis://127.0.0.1:6379/0``); the embedded
 default is Kombu's file-system transport under ``VAR_DIR/broker``, which needs no server
@@ -7,6 +12,7 @@ and survives restarts because messages are files.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from celery import Celery
@@ -14,8 +20,25 @@ from celery import Celery
 from triage.settings import Settings
 
 PROCESS_STUDY_TASK = "worker.process_study"
+"""Name of the study task; its arguments are :meth:`StudyTaskArgs.as_args`."""
 INFERENCE_QUEUE = "inference"
 DELIVERY_QUEUE = "delivery"
+
+
+@dataclass(frozen=True)
+class StudyTaskArgs:
+    """The message of :data:`PROCESS_STUDY_TASK`: which version of which study to judge.
+
+    The version is part of the message so a worker can skip a study that late images
+    have since made stale (it will get the newer version's own message).
+    """
+
+    study_id: int
+    version: int
+
+    def as_args(self) -> list[int]:
+        """Positional Celery arguments, JSON-serialisable."""
+        return [self.study_id, self.version]
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -73,6 +96,6 @@ class StudyQueue:
 
     def __call__(self, study_id: int, study_uid: str, version: int) -> str:
         result = self._app.send_task(
-            PROCESS_STUDY_TASK, args=[study_id, version], queue=INFERENCE_QUEUE
+            PROCESS_STUDY_TASK, args=StudyTaskArgs(study_id, version).as_args(), queue=INFERENCE_QUEUE
         )
         return str(result.id)

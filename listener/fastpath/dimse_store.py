@@ -1,6 +1,6 @@
 """DIMSE for the C-STORE SCP: data sets kept as received fragments, plain C-STOREs served directly.
 
-Part of the streaming receive path described in :mod:`listener.upper_layer`. pynetdicom
+Part of the streaming receive path described in :mod:`listener.fastpath.upper_layer`. pynetdicom
 decodes every command set into a pydicom ``Dataset``, turns it into a request primitive
 (validating each UID with a regular expression), looks up a service class, raises
 ``EVT_C_STORE`` and encodes the response through another ``Dataset``: about 1 ms per
