@@ -22,8 +22,8 @@ from db.audit import record_event
 from db.models import Study, utcnow
 from db.vocabulary import AuditEventType, StudyState
 from listener.completion import SeriesProgress, decide
-from triage.queue import Dispatcher
 from listener.routing import RoutingRule, SeriesFacts
+from triage.queue import Dispatcher
 
 log = logging.getLogger(__name__)
 ACTOR = "listener"

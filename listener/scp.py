@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.audit import record_event
 from db.vocabulary import AuditEventType
+from listener.fastpath import make_request_handler
 from listener.handlers import (
     StoreContext,
     begin_instance,
@@ -47,7 +48,6 @@ from listener.handlers import (
     store_received,
 )
 from listener.tls import server_context
-from listener.fastpath import make_request_handler
 from triage.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from listener.recovery import recover_spool
 from listener.routing import RoutingRule
 from listener.scp import RunningSCP, start_scp
 from listener.spool import Quarantine, Spool
-from triage.settings import Settings
 from triage.queue import Dispatcher, StudyQueue, make_celery
+from triage.settings import Settings
 
 log = logging.getLogger(__name__)
 

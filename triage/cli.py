@@ -85,8 +85,8 @@ def worker(pool: str, reconcile: bool) -> None:
     upgrade_to_head(settings.database_url)
     if reconcile:
         _start_reconciler(settings)
-    from worker.app import app
     from triage.queue import INFERENCE_QUEUE
+    from worker.app import app
 
     app.conf.worker_pool = pool
     app.worker_main(

@@ -96,6 +96,8 @@ class StudyQueue:
 
     def __call__(self, study_id: int, study_uid: str, version: int) -> str:
         result = self._app.send_task(
-            PROCESS_STUDY_TASK, args=StudyTaskArgs(study_id, version).as_args(), queue=INFERENCE_QUEUE
+            PROCESS_STUDY_TASK,
+            args=StudyTaskArgs(study_id, version).as_args(),
+            queue=INFERENCE_QUEUE,
         )
         return str(result.id)

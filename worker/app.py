@@ -11,8 +11,8 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_ready
 
-from triage.settings import get_settings
 from triage.queue import make_celery
+from triage.settings import get_settings
 from worker.runtime import get_runtime
 from worker.tasks import register_tasks
 
