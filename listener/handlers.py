@@ -31,6 +31,7 @@ from listener.fastpath import (
 from listener.header import InstanceHeader, MalformedDatasetError, parse_header
 from listener.ingest import InstanceRecorder
 from listener.spool import IncomingFile, Quarantine, Spool, SpoolFullError
+from listener.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 PROCESSING_FAILURE = 0xC211
 
 
@@ -135,6 +137,7 @@ def handle_store(event: Event, ctx: StoreContext) -> int:
             sop_instance_uid=str(request.AffectedSOPInstanceUID),
             transfer_syntax=str(event.context.transfer_syntax),
             fragments=_fragments(request.DataSet),
+            abstract_syntax=str(event.context.abstract_syntax or ""),
         )
     except Exception as exc:
         log.exception("could not read the received dataset")
@@ -168,10 +171,32 @@ def store_received(ctx: StoreContext, received: ReceivedInstance) -> int:
             incoming.discard()  # no-op once committed
 
 
+def _transport_problem(received: ReceivedInstance) -> tuple[int, str] | None:
+    """Why the C-STORE request itself (not its data set) is refused, with its status."""
+    if received.refused is not None:
+        return OUT_OF_RESOURCES, received.refused
+    if not is_valid_uid(received.sop_class_uid) or not is_valid_uid(received.sop_instance_uid):
+        return CANNOT_UNDERSTAND, "affected SOP class or instance UID is blank or invalid"
+    if received.abstract_syntax and received.sop_class_uid != received.abstract_syntax:
+        return (
+            SOP_CLASS_NOT_SUPPORTED,
+            f"affected SOP class {received.sop_class_uid} is not the presentation "
+            f"context's {received.abstract_syntax}",
+        )
+    return None
+
+
 def _store(ctx: StoreContext, received: ReceivedInstance, incoming: IncomingFile | None) -> int:
     calling = received.calling_aet
     syntax = received.transfer_syntax
     fragments = received.fragments
+    problem = _transport_problem(received)
+    if problem is not None:
+        # Oversized bytes were dropped as they arrived; the rest is kept with the reason.
+        kept = (
+            b"" if received.refused else (incoming.contents() if incoming else b"".join(fragments))
+        )
+        return _reject(ctx, calling, kept, *problem)
     if incoming is None:
         preamble = file_preamble(received.sop_class_uid, received.sop_instance_uid, syntax, calling)
         parts: list[bytes | memoryview] = [preamble, *fragments]
@@ -208,9 +233,9 @@ def _store(ctx: StoreContext, received: ReceivedInstance, incoming: IncomingFile
             f"SOP Class UID {header.sop_class_uid} does not match the request's "
             f"{received.sop_class_uid}",
         )
-    problem = _iod_problem(header)
-    if problem:
-        return _reject(ctx, calling, whole(), SOP_CLASS_MISMATCH, problem)
+    iod_problem = _iod_problem(header)
+    if iod_problem:
+        return _reject(ctx, calling, whole(), SOP_CLASS_MISMATCH, iod_problem)
     if header.sop_instance_uid != received.sop_instance_uid:
         return _reject(
             ctx,

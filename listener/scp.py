@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.audit import record_event
 from db.vocabulary import AuditEventType
-from listener.fastpath import make_request_handler
+from listener.fastpath import ReceiveLimits, make_request_handler
 from listener.handlers import (
     StoreContext,
     begin_instance,
@@ -90,6 +90,18 @@ def build_ae(settings: Settings) -> AE:
     if settings.allowed_calling_aets:
         ae.require_calling_aet = list(settings.allowed_calling_aets)
     return ae
+
+
+def receive_limits(settings: Settings) -> ReceiveLimits:
+    """The receive path's bounds (:mod:`listener.fastpath.limits`) from the settings."""
+    return ReceiveLimits(
+        max_pdu=settings.max_pdu,
+        max_instance_bytes=settings.max_instance_bytes,
+        association_request_timeout=settings.association_request_timeout,
+        network_timeout=settings.network_timeout,
+        max_associations=settings.max_associations,
+        max_pending_connections=settings.max_pending_connections,
+    )
 
 
 def _audit_rejection(event: Event, sessions: sessionmaker[Session]) -> None:
@@ -145,9 +157,15 @@ def start_scp(settings: Settings, ctx: StoreContext, *, port: int | None = None)
         ssl_context=ssl_context,
         server_class=ThreadedAssociationServer,
         request_handler=make_request_handler(
-            functools.partial(store_received, ctx), functools.partial(begin_instance, ctx)
+            functools.partial(store_received, ctx),
+            functools.partial(begin_instance, ctx),
+            receive_limits(settings),
         ),
     )
+    # The streaming path counts association slots itself (pending connections apart,
+    # listener.fastpath.gate); pynetdicom's own count includes every connection thread,
+    # pending and closing ones too, so it must never be the one that refuses.
+    ae.maximum_associations = 1 << 20
     thread = threading.Thread(
         target=make_target(server.serve_forever), name="AcceptorServer", daemon=True
     )

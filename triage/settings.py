@@ -93,6 +93,20 @@ class Settings(BaseSettings):
     dicom_fast_path: bool = Field(
         True, description="Streaming receive path (false = pynetdicom's stock receive path)."
     )
+    association_request_timeout: float = Field(
+        5.0, gt=0, description="Seconds from TCP accept to a complete association request."
+    )
+    max_pending_connections: int = Field(
+        128,
+        ge=1,
+        le=4096,
+        description="Connections not yet associated (the oldest is closed when full).",
+    )
+    max_instance_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024,
+        description="Largest data set of one C-STORE; larger ones are refused (bytes dropped).",
+    )
 
     # --- study completion ----------------------------------------------------------
     stable_seconds: float = Field(

@@ -9,7 +9,8 @@ and run the listener's whole suite a second time with ``TRIAGE_DICOM_FAST_PATH=f
 
 What the rest of the listener uses:
 
-- :func:`make_request_handler`: the per-connection handler class for the SCP;
+- :func:`make_request_handler`: the per-connection handler class for the SCP, bounded by
+  :class:`ReceiveLimits`;
 - :func:`scan_header`: grouping tags straight from the received bytes (``None`` = ask pydicom);
 - :func:`file_preamble`: the Part 10 wrapper of a received data set;
 - :class:`ReceivedInstance` / :class:`ReceivedDataset` and :data:`HEAD_BYTES`.
@@ -17,6 +18,7 @@ What the rest of the listener uses:
 
 from listener.fastpath.dimse_store import HEAD_BYTES, ReceivedDataset, ReceivedInstance
 from listener.fastpath.header_scan import scan_header
+from listener.fastpath.limits import ReceiveLimits
 from listener.fastpath.part10 import file_preamble
 from listener.fastpath.upper_layer import TESTED_PYNETDICOM, make_request_handler
 
@@ -24,6 +26,7 @@ __all__ = [
     "HEAD_BYTES",
     "TESTED_PYNETDICOM",
     "ReceivedDataset",
+    "ReceiveLimits",
     "ReceivedInstance",
     "file_preamble",
     "make_request_handler",

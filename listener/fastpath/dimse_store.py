@@ -27,6 +27,13 @@ from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_CANCEL, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
+from listener.fastpath.limits import (
+    FRAGMENT_OVERHEAD,
+    MAX_COMMAND_BYTES,
+    MAX_IN_MEMORY_DATASET,
+    ReceiveLimits,
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -114,6 +121,10 @@ class ReceivedInstance:
     sink: InstanceSink | None = None
     size: int = -1
     tail: bytes = b""
+    abstract_syntax: str = ""
+    """The SOP class the presentation context was accepted for ("" = not known)."""
+    refused: str | None = None
+    """Why the receive path already refused this instance (its bytes were dropped)."""
 
 
 StoreFunction = Callable[[ReceivedInstance], int]
@@ -129,6 +140,8 @@ class _StoreRequest:
     message_id: int
     sop_class_uid: str
     sop_instance_uid: str
+    valid_uids: bool = True
+    """False when an affected UID is blank or not ASCII: kept in memory, then refused."""
 
 
 def _command_pdata(context_id: int, fragment: memoryview) -> P_DATA:
@@ -153,38 +166,69 @@ class StreamingDIMSE(DIMSEServiceProvider):
         assoc: Association,
         store: StoreFunction | None = None,
         begin: BeginFunction | None = None,
+        limits: ReceiveLimits | None = None,
     ) -> None:
         super().__init__(assoc)
         self._store = store
         self._begin = begin
+        self._limits = limits if limits is not None else ReceiveLimits()
         self._command: list[tuple[int, bytes]] = []
+        self._command_cost = 0
         self._fragments: list[memoryview] = []
+        self._kept_cost = 0  # bytes charged for self._fragments (limits.FRAGMENT_OVERHEAD)
         self._fast: _StoreRequest | None = None
         self._sink: InstanceSink | None = None
         self._size = 0
         self._head_size = 0
         self._tail = b""
+        self._refused: str | None = None
+
+    def _abort(self, why: str) -> None:
+        """A peer broke a bound or the protocol: one A-ABORT, close, drop what it sent."""
+        log.error("aborting the association: %s", why)
+        self.discard_pending()
+        abort_hard = getattr(self.dul, "_abort_hard", None)
+        if abort_hard is not None:
+            abort_hard()
+        else:
+            self.dul.event_queue.put("Evt19")
 
     def receive_primitive(self, primitive: P_DATA) -> None:
         for context_id, data in primitive.presentation_data_value_list:
             control = data[0]
             if control & 1:  # command set fragment
+                self._command_cost += len(data) + FRAGMENT_OVERHEAD
+                if self._command_cost > MAX_COMMAND_BYTES:
+                    self._abort(f"command set over {MAX_COMMAND_BYTES} bytes")
+                    return
                 self._command.append((context_id, bytes(data)))
                 if control & 2:
                     self._command_complete(context_id)
                 continue
             if self._fast is None and self.message is None:
-                self.message = DIMSEMessage()  # data without a command: pynetdicom rejects it
+                self._abort("data set fragment without a command")
+                return
             fragment = cast(memoryview, data[1:])
-            if self._sink is not None:
-                self._sink.write((fragment,))
+            if self._sink is not None or self._refused is not None:
                 self._size += len(fragment)
                 self._tail = (self._tail + bytes(fragment[-_TAIL_BYTES:]))[-_TAIL_BYTES:]
-                if self._head_size < HEAD_BYTES:
-                    self._fragments.append(fragment)
-                    self._head_size += len(fragment)
+                if self._refused is None and self._size > self._limits.max_instance_bytes:
+                    self._refuse_oversize()
+                if self._sink is not None:
+                    self._sink.write((fragment,))
+                    if self._head_size < HEAD_BYTES:
+                        self._fragments.append(fragment)
+                        self._head_size += len(fragment)
             else:
-                self._fragments.append(fragment)
+                self._kept_cost += len(fragment) + FRAGMENT_OVERHEAD
+                if self._kept_cost > MAX_IN_MEMORY_DATASET:
+                    if self._fast is None:
+                        self._abort(f"data set over {MAX_IN_MEMORY_DATASET} bytes in memory")
+                        return
+                    self._size = self._kept_cost
+                    self._refuse_oversize()
+                else:
+                    self._fragments.append(fragment)
             if control & 2:
                 if self._fast is not None:
                     request, self._fast = self._fast, None
@@ -193,29 +237,44 @@ class StreamingDIMSE(DIMSEServiceProvider):
                 else:
                     self._deliver()
 
+    def _refuse_oversize(self) -> None:
+        """Stop keeping an instance past its size bound; it will be answered with a refusal."""
+        limit = self._limits.max_instance_bytes if self._sink is not None else MAX_IN_MEMORY_DATASET
+        self._refused = f"data set larger than {limit} bytes: dropped while it arrived"
+        self._fragments = []
+        self._kept_cost = 0
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.discard()
+
     def discard_pending(self) -> None:
         """Drop an instance whose data set stopped arriving (association ended)."""
         self._fast = None
         self._fragments = []
+        self._kept_cost = 0
+        self._command = []
+        self._command_cost = 0
+        self._refused = None
         if self._sink is not None:
             sink, self._sink = self._sink, None
             sink.discard()
 
     def _command_complete(self, context_id: int) -> None:
-        command = b"".join(fragment[1:] for _, fragment in self._command)
+        command_fragments = self._command
+        command = b"".join(fragment[1:] for _, fragment in command_fragments)
         self.discard_pending()
         request = self._plain_store_request(command, context_id)
         if request is not None:
-            self._command = []
             self._fast = request
-            if self._begin is not None:
+            self._size = 0
+            self._tail = b""
+            if self._begin is not None and request.valid_uids:
                 self._open_sink(request)
             return
         self.message = DIMSEMessage()
         done = False
-        for cid, fragment in self._command:
+        for cid, fragment in command_fragments:
             done = self.message.decode_msg(_command_pdata(cid, memoryview(fragment)), self.assoc)
-        self._command = []
         if done:
             self._deliver()
 
@@ -248,16 +307,27 @@ class StreamingDIMSE(DIMSEServiceProvider):
         if fields is None or fields.get(0x0100) != 0x0001 or fields.get(0x0800) in (None, 0x0101):
             return None
         message_id = fields.get(0x0110)
+        if not isinstance(message_id, int):
+            return None
+        # A blank, missing or non-ASCII affected UID still gets its one answer: a refusal,
+        # after its data set (kept in memory, bounded) has arrived.
         class_uid = fields.get(0x0002)
         instance_uid = fields.get(0x1000)
-        if not isinstance(message_id, int) or not class_uid or not instance_uid:
-            return None
-        return _StoreRequest(context_id, message_id, str(class_uid), str(instance_uid))
+        valid = isinstance(class_uid, str) and isinstance(instance_uid, str)
+        valid = valid and bool(class_uid) and bool(instance_uid)
+        return _StoreRequest(
+            context_id,
+            message_id,
+            class_uid if isinstance(class_uid, str) else "",
+            instance_uid if isinstance(instance_uid, str) else "",
+            valid_uids=valid,
+        )
 
     def _serve_store(self, request: _StoreRequest, fragments: list[memoryview]) -> None:
         assoc = self.assoc
         context = assoc._accepted_cx[request.context_id]
         sink, self._sink = self._sink, None
+        refused, self._refused = self._refused, None
         received = ReceivedInstance(
             calling_aet=str(assoc.requestor.ae_title).strip(),
             sop_class_uid=request.sop_class_uid,
@@ -265,9 +335,12 @@ class StreamingDIMSE(DIMSEServiceProvider):
             transfer_syntax=str(context.transfer_syntax[0]),
             fragments=fragments,
             sink=sink,
-            size=self._size if sink is not None else -1,
+            size=self._size if sink is not None or refused else -1,
             tail=self._tail,
+            abstract_syntax=str(context.abstract_syntax or ""),
+            refused=refused,
         )
+        self._kept_cost = 0
         try:
             status = int(cast(StoreFunction, self._store)(received))
         except Exception:
@@ -275,7 +348,10 @@ class StreamingDIMSE(DIMSEServiceProvider):
             status = 0xC211
             if sink is not None:
                 sink.discard()
-        if not assoc.is_established:
+        # Not ``is_established``: the association thread sets that only after the
+        # A-ASSOCIATE-AC has gone out, and a fast peer's first C-STORE can be served here
+        # before it does; its answer must not be dropped (it once was, 1 in 200 runs).
+        if assoc.is_aborted or assoc._kill:
             return
         if not 0 <= status <= 0xFFFF:
             log.error("store function returned an invalid status %r", status)
@@ -378,9 +454,9 @@ def _command_fields(command: bytes) -> dict[int, int | str] | None:
                 return None
             fields[element] = struct.unpack("<H", value)[0]
         elif element in (0x0002, 0x1000):
-            if not value.isascii():
-                return None
-            fields[element] = value.decode("ascii").rstrip("\x00 ").lstrip(" ")
+            # Not ASCII: no UID at all (refused later); the parse itself goes on.
+            text = value.decode("ascii") if value.isascii() else ""
+            fields[element] = text.rstrip("\x00 ").lstrip(" ")
     return fields
 
 
@@ -389,7 +465,7 @@ def _implicit(element: int, value: bytes) -> bytes:
 
 
 def _uid_value(uid: str) -> bytes | None:
-    if not uid or not uid.isascii():
+    if not uid.isascii():
         return None
     raw = uid.encode("ascii")
     return raw + b"\x00" if len(raw) % 2 else raw

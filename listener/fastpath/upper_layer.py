@@ -53,6 +53,7 @@ from typing import Any, cast
 
 import pynetdicom
 from pynetdicom import evt
+from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import (
@@ -68,6 +69,8 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
 from listener.fastpath.dimse_store import BeginFunction, StoreFunction, StreamingDIMSE
+from listener.fastpath.gate import ConnectionGate
+from listener.fastpath.limits import ReceiveLimits
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +94,23 @@ class BulkSocket(AssociationSocket):
     algorithm allows (the peer waits for it before sending the next instance).
     """
 
-    def __init__(self, assoc: Association, client_socket: socket.socket) -> None:
+    def __init__(
+        self, assoc: Association, client_socket: socket.socket, read_timeout: float | None = None
+    ) -> None:
         super().__init__(assoc, client_socket=client_socket)
         with contextlib.suppress(OSError):
             client_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A read that has begun (the reactor only reads once select() saw data) may wait
+        # this long for the rest of its PDU: a peer stalled mid-PDU is timed out, not
+        # waited for forever. Accepted sockets are blocking without this.
+        client_socket.settimeout(read_timeout)
+
+    def close_connection(self) -> None:
+        """Shut the connection down from any thread; its reactor sees the close and ends."""
+        sock = self.socket
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket
@@ -147,13 +163,15 @@ def _split_pdvs(body: memoryview) -> list[tuple[int, memoryview]]:
 class EventDrivenDUL(DULServiceProvider):
     """The DUL provider, waiting on the socket and a wake-up pipe instead of polling."""
 
-    def __init__(self, assoc: Association) -> None:
+    def __init__(self, assoc: Association, limits: ReceiveLimits) -> None:
         super().__init__(assoc)
+        self._limits = limits
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._reactor_thread: int | None = None
         self._readable = False  # select() just found the socket readable
+        self._released_acceptor = False
 
     def _wake(self) -> None:
         # A full pipe means a wake-up is already pending; a closed one, the reactor is done.
@@ -248,6 +266,7 @@ class EventDrivenDUL(DULServiceProvider):
                         self._wait_for_work()
                     continue
                 self.state_machine.do_action(self.event_queue.get(block=False))
+                self._release_acceptor_if_gone()
         finally:
             discard_pending = getattr(self.assoc.dimse, "discard_pending", None)
             if discard_pending is not None:
@@ -261,12 +280,35 @@ class EventDrivenDUL(DULServiceProvider):
                     os.close(fd)
             self._wake_r = self._wake_w = -1
 
-    def _abort_hard(self) -> None:
+    def _release_acceptor_if_gone(self) -> None:
+        """Wake the association thread when the connection ends before any request came.
+
+        pynetdicom's acceptor waits for the A-ASSOCIATE-RQ for the whole ACSE timeout even
+        when the connection is already gone (an evicted or timed-out pending connection);
+        ``None`` on its queue ends that wait at once, and with it the thread.
+        """
+        assoc = self.assoc
+        if (
+            self.state_machine.current_state == "Sta1"
+            and not self._released_acceptor
+            and assoc.is_acceptor
+            and not assoc.is_established
+            and assoc.requestor.primitive is None
+        ):
+            self._released_acceptor = True
+            self.to_user_queue.put(None)  # type: ignore[arg-type]
+
+    def _abort_hard(self, reason: int = 0x00) -> None:
+        """Send one A-ABORT (source: service provider) and close, whatever the state."""
         abort = A_ABORT_RQ()
         abort.source = 0x02
-        abort.reason_diagnostic = 0x00
-        if self.socket is not None:
-            self.socket.send(abort.encode())
+        abort.reason_diagnostic = reason
+        sock = self.socket
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.send(abort.encode())
+            if isinstance(sock, BulkSocket):
+                sock.close_connection()
         self.assoc.is_aborted = True
         self.assoc.is_established = False
         self.assoc._kill = True
@@ -286,8 +328,18 @@ class EventDrivenDUL(DULServiceProvider):
             return
         pdu_type, _, length = struct.unpack(">BBL", header)
         if pdu_type != _P_DATA_TF and pdu_type not in _OTHER_PDUS:
-            log.error("unknown PDU type 0x%02X received", pdu_type)
-            self.event_queue.put("Evt19")
+            # One abort and close: parsing on would answer every 6 bytes of garbage.
+            log.error("unknown PDU type 0x%02X received: aborting the connection", pdu_type)
+            self._abort_hard(reason=0x01)  # unrecognized PDU
+            return
+        if length > self._limits.max_body(pdu_type):
+            log.error(
+                "PDU type 0x%02X declares %d bytes, over the %d accepted: aborting",
+                pdu_type,
+                length,
+                self._limits.max_body(pdu_type),
+            )
+            self._abort_hard(reason=0x06)  # invalid PDU parameter value
             return
         try:
             body = sock.recv(length)
@@ -311,14 +363,51 @@ class EventDrivenDUL(DULServiceProvider):
                 pdu.decode(raw)
                 evt.trigger(self.assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
         except Exception:
-            log.exception("unable to decode the received PDU")
-            self.event_queue.put("Evt19")
+            log.error("unable to decode a received PDU of type 0x%02X: aborting", pdu_type)
+            self._abort_hard(reason=0x02)  # unexpected / malformed PDU
             return
         if event == "Evt10" and self._in_data_transfer():  # DT-2, Sta6 -> Sta6, directly
             self.assoc.dimse.receive_primitive(pdu.to_primitive())
             return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
+
+
+class SlotLimitedACSE(ACSE):
+    """ACSE that gives an association a slot only once its request is answered.
+
+    pynetdicom's own check counts every connection thread, pending ones included; with
+    :class:`~listener.fastpath.gate.ConnectionGate` the slots hold associations only.
+    A request that finds every slot taken is rejected (transient, local limit exceeded)
+    as pynetdicom would reject it.
+    """
+
+    def __init__(self, assoc: StreamingAssociation) -> None:
+        super().__init__(assoc)
+        self._streaming = assoc
+
+    def negotiate_association(self) -> None:
+        assoc = self._streaming
+        assoc.gate.leave_pending(id(assoc))
+        if not assoc.gate.take_slot():
+            log.warning(
+                "association from %s rejected: all %d association slots in use",
+                assoc.requestor.address,
+                assoc.gate.max_associations,
+            )
+            self.send_reject(0x02, 0x03, 0x02)  # transient, presentation, local limit
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.kill()
+            return
+        assoc.holds_slot = True
+        super().negotiate_association()
+        if assoc.is_established:
+            sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(assoc.limits.network_timeout)
+        else:
+            assoc.release_slot()
 
 
 class StreamingAssociation(Association):
@@ -330,14 +419,42 @@ class StreamingAssociation(Association):
         mode: str,
         store: StoreFunction | None = None,
         begin: BeginFunction | None = None,
+        *,
+        limits: ReceiveLimits | None = None,
+        gate: ConnectionGate | None = None,
     ) -> None:
         super().__init__(ae, mode)
+        self.limits = limits if limits is not None else ReceiveLimits()
+        self.gate = gate or ConnectionGate(
+            self.limits.max_associations, self.limits.max_pending_connections
+        )
+        self.holds_slot = False
+        self._slot_lock = threading.Lock()
         self._activity = threading.Event()
-        self.dul = EventDrivenDUL(self)
-        self.dimse = StreamingDIMSE(self, store, begin)
+        self.acse = SlotLimitedACSE(self)
+        self.dul = EventDrivenDUL(self, self.limits)
+        self.dimse = StreamingDIMSE(self, store, begin, self.limits)
         self.dul.to_user_queue = _NotifyingQueue(self._activity)
         self.dimse.msg_queue = _NotifyingQueue(self._activity)
         self.network_timeout = self.network_timeout  # re-apply to the new DUL's idle timer
+        # The wait for the A-ASSOCIATE-RQ (ARTIM and the acceptor's wait) is short: a real
+        # peer sends its request at once; anything slower is idle or hostile.
+        self.acse_timeout = self.limits.association_request_timeout
+
+    def release_slot(self) -> None:
+        """Give the association slot back (once)."""
+        with self._slot_lock:
+            if self.holds_slot:
+                self.holds_slot = False
+                self.gate.free_slot()
+
+    def run_reactor(self) -> None:
+        """pynetdicom's acceptor life, then the pending place or the slot given back."""
+        try:
+            super().run_reactor()
+        finally:
+            self.gate.leave_pending(id(self))
+            self.release_slot()
 
     def _run_reactor(self) -> None:
         """pynetdicom's acceptor loop, woken by its queues instead of polling every 1 ms.
@@ -405,12 +522,21 @@ class StreamingRequestHandler(RequestHandler):
 
     store: StoreFunction | None = None
     begin: BeginFunction | None = None
+    limits: ReceiveLimits = ReceiveLimits()
+    gate: ConnectionGate | None = None
 
     def _create_association(self) -> Association:
-        assoc = StreamingAssociation(self.ae, "acceptor", type(self).store, type(self).begin)
+        cls = type(self)
+        assoc = StreamingAssociation(
+            self.ae, "acceptor", cls.store, cls.begin, limits=cls.limits, gate=cls.gate
+        )
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
-        assoc.set_socket(BulkSocket(assoc, client_socket=self.request))
+        bulk = BulkSocket(
+            assoc, client_socket=self.request, read_timeout=cls.limits.association_request_timeout
+        )
+        assoc.set_socket(bulk)
+        assoc.gate.admit(id(assoc), bulk.close_connection)
         acceptor = assoc.acceptor
         acceptor.maximum_length = self.ae.maximum_pdu_size
         acceptor.ae_title = self.server.ae_title
@@ -444,19 +570,29 @@ def _copy_contexts(contexts: Sequence[PresentationContext]) -> list[Presentation
 
 
 def make_request_handler(
-    store: StoreFunction | None = None, begin: BeginFunction | None = None
+    store: StoreFunction | None = None,
+    begin: BeginFunction | None = None,
+    limits: ReceiveLimits | None = None,
 ) -> type[RequestHandler]:
     """Our streaming request handler, or pynetdicom's own on an untested pynetdicom version.
 
     ``store`` serves plain C-STORE requests directly (see :class:`StreamingDIMSE`); it must
     do what the ``EVT_C_STORE`` handler bound to the server does. ``begin``, if given,
     opens the sink each such request's data set is written to while it arrives.
+    ``limits`` bounds every connection (:mod:`listener.fastpath.limits`); the handler
+    class carries one :class:`ConnectionGate` shared by all its connections.
     """
     if pynetdicom.__version__ in TESTED_PYNETDICOM:
+        bounds = limits if limits is not None else ReceiveLimits()
         return type(
             "BoundStreamingRequestHandler",
             (StreamingRequestHandler,),
-            {"store": store, "begin": begin},
+            {
+                "store": store,
+                "begin": begin,
+                "limits": bounds,
+                "gate": ConnectionGate(bounds.max_associations, bounds.max_pending_connections),
+            },
         )
     log.warning(
         "pynetdicom %s is not one the streaming receive path was tested with (%s); "
