@@ -23,8 +23,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The listener's suite runs twice: on the streaming receive path, then on pynetdicom's own.
 test: install system lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	TRIAGE_DICOM_FAST_PATH=false $(BIN)/python -m pytest -q -p no:cacheprovider tests/listener
 
 realdata: install system
 	$(BIN)/python -m bench.realdata ../shared/data

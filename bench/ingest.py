@@ -2,7 +2,9 @@
 
 Run ``python -m bench.ingest`` (or ``make bench``). Each round starts fresh receivers (a
 ``triage listen`` process with ``TRIAGE_SPOOL_FSYNC=false``, one with the default fsync,
-and DCMTK ``storescp`` with its default and its largest PDU), sends the same study over
+one on pynetdicom's stock receive path (``TRIAGE_DICOM_FAST_PATH=false``, fsync off, so
+its row differs from "triage fsync=false" by the receive path alone), and DCMTK
+``storescp`` with its default and its largest PDU), sends the same study over
 one association to each, in an order that rotates every round, and keeps the medians.
 Throughput ratio = t_storescp / t_triage (above 1 means triage is faster). A second part
 starts one listener, lets 8 ``storescu`` send distinct studies at once and reads the
@@ -63,6 +65,13 @@ def receivers(max_pdu: int | None) -> list[Receiver]:
             "triage fsync=false", lambda d: start_triage(d, fsync=False, max_pdu=max_pdu), True
         ),
         Receiver("triage fsync=true", lambda d: start_triage(d, fsync=True, max_pdu=max_pdu), True),
+        Receiver(
+            "triage stock fsync=false",
+            lambda d: start_triage(
+                d, fsync=False, max_pdu=max_pdu, extra_env={"TRIAGE_DICOM_FAST_PATH": "false"}
+            ),
+            True,
+        ),
     ]
 
 
@@ -175,14 +184,14 @@ def summarise(measurements: Sequence[Measurement], n_files: int, n_bytes: int) -
 def print_table(summaries: Sequence[Summary], n_files: int, n_bytes: int) -> None:
     print(f"\nstudy: {n_files} instances, {n_bytes / 1e6:.1f} MB, one association per send")
     header = (
-        f"{'receiver':<20} {'median s':>9} {'min s':>7} {'max s':>7} {'inst/s':>8} "
+        f"{'receiver':<24} {'median s':>9} {'min s':>7} {'max s':>7} {'inst/s':>8} "
         f"{'MB/s':>7} {'cpu s':>6} {'vs storescp':>12} {'vs 128k':>8}"
     )
     print(header)
     print("-" * len(header))
     for s in summaries:
         print(
-            f"{s.receiver:<20} {s.median_seconds:>9.3f} {s.min_seconds:>7.3f} "
+            f"{s.receiver:<24} {s.median_seconds:>9.3f} {s.min_seconds:>7.3f} "
             f"{s.max_seconds:>7.3f} {s.instances_per_second:>8.0f} "
             f"{s.megabytes_per_second:>7.0f} {s.median_receiver_cpu_seconds:>6.2f} "
             f"{s.ratio_vs_storescp:>11.2f}x {s.ratio_vs_storescp_128k:>7.2f}x"
@@ -299,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 m = measure_once(receiver, files, work_root, round_no)
                 measurements.append(m)
                 print(
-                    f"round {round_no + 1}/{args.rounds} {m.receiver:<20} {m.seconds:6.3f} s "
+                    f"round {round_no + 1}/{args.rounds} {m.receiver:<24} {m.seconds:6.3f} s "
                     f"(receiver cpu {m.receiver_cpu_seconds:.2f} s, load {m.load_before[0]})",
                     flush=True,
                 )

@@ -33,7 +33,7 @@ from pynetdicom.events import Event
 
 # pynetdicom generates its SOP class names at import time, so its stubs cannot list them.
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -137,6 +137,28 @@ class RunningSCP:
         self.ae.shutdown()
 
 
+def receive_path_handler(settings: Settings, ctx: StoreContext) -> type[RequestHandler]:
+    """The per-connection request handler of the receive path ``settings`` chooses.
+
+    The streaming path (:mod:`listener.fastpath`) is the default; with
+    ``dicom_fast_path`` off, or on a pynetdicom version the streaming path was not tested
+    with (:func:`make_request_handler` warns), it is pynetdicom's stock ``RequestHandler``,
+    whose ``EVT_C_STORE`` goes to :func:`listener.handlers.handle_store` with the data set
+    in memory. Both end in :func:`listener.handlers.store_received`, so both store alike.
+    """
+    if not settings.dicom_fast_path:
+        log.info("receive path: pynetdicom's stock receive path (dicom_fast_path is off)")
+        return RequestHandler
+    handler = make_request_handler(
+        functools.partial(store_received, ctx),
+        functools.partial(begin_instance, ctx),
+        receive_limits(settings),
+    )
+    if handler is not RequestHandler:
+        log.info("receive path: streaming (listener.fastpath)")
+    return handler
+
+
 def start_scp(settings: Settings, ctx: StoreContext, *, port: int | None = None) -> RunningSCP:
     """Start serving in background threads and return at once."""
     ae = build_ae(settings)
@@ -149,23 +171,20 @@ def start_scp(settings: Settings, ctx: StoreContext, *, port: int | None = None)
     if settings.tls_cert is not None and settings.tls_key is not None:
         ssl_context = server_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
     address = (settings.dicom_bind, settings.dicom_port if port is None else port)
-    # make_server (not start_server) so each connection gets our streaming upper layer;
-    # see listener.fastpath.upper_layer for why.
+    # make_server (not start_server) so each connection gets the request handler of the
+    # receive path chosen by settings.dicom_fast_path.
     server = ae.make_server(
         address,
         evt_handlers=handlers,
         ssl_context=ssl_context,
         server_class=ThreadedAssociationServer,
-        request_handler=make_request_handler(
-            functools.partial(store_received, ctx),
-            functools.partial(begin_instance, ctx),
-            receive_limits(settings),
-        ),
+        request_handler=(request_handler := receive_path_handler(settings, ctx)),
     )
-    # The streaming path counts association slots itself (pending connections apart,
-    # listener.fastpath.gate); pynetdicom's own count includes every connection thread,
-    # pending and closing ones too, so it must never be the one that refuses.
-    ae.maximum_associations = 1 << 20
+    if request_handler is not RequestHandler:
+        # The streaming path counts association slots itself (pending connections apart,
+        # listener.fastpath.gate); pynetdicom's own count includes every connection
+        # thread, pending and closing ones too, so it must never be the one that refuses.
+        ae.maximum_associations = 1 << 20
     thread = threading.Thread(
         target=make_target(server.serve_forever), name="AcceptorServer", daemon=True
     )

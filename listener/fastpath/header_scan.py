@@ -44,6 +44,7 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
 _PIXEL_DATA = 0x7FE00010
+_PIXEL_DATA_BYTES = b"\xe0\x7f\x10\x00"  # its tag as Little Endian bytes
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _SHORT_HEAD = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length (explicit VR)
 
@@ -242,6 +243,10 @@ def scan_header(
         scan.run()
         if scan.pixel_at is None and len(head) < total_size:
             return None  # the header did not end inside the bytes we looked at
+        if scan.pixel_at is None and _PIXEL_DATA_BYTES in head:
+            # pydicom's path tells Pixel Data by its tag's bytes anywhere in the data set,
+            # which other values (overlay bits, private blobs) can hold: it decides.
+            return None
         v = scan.values
         try:
             study_uid = _uid(v.get(0x0020000D), "StudyInstanceUID")

@@ -3,6 +3,11 @@
 The listener runs in-process on port 0 with a recording dispatcher (the seam to the
 queue); the peers are the real DCMTK command-line tools, so nothing on the network is
 mocked.
+
+The receive path every listener here uses is the one ``TRIAGE_DICOM_FAST_PATH`` names
+when pytest starts (default: the streaming path), so ``make test`` runs this suite once
+per path. It is read at import, because the root conftest clears ``TRIAGE_*`` variables
+for each test.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
+from pydantic import TypeAdapter
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -26,6 +33,11 @@ from db.vocabulary import AuditEventType
 from listener.service import ListenerService, start_listener
 from training.phantom import PhantomStudy, write_phantom_study
 from triage.settings import Settings
+
+DICOM_FAST_PATH: bool = TypeAdapter(bool).validate_python(
+    os.environ.get("TRIAGE_DICOM_FAST_PATH", "true")
+)
+"""The receive path of this run (parsed as the settings parse it)."""
 
 DCMTK_BIN = Path("/usr/bin")
 """DCMTK's tools; pynetdicom installs its own ``storescu`` into the venv, which is not DCMTK."""
@@ -44,6 +56,38 @@ def dcmtk(tool: str) -> str:
 def dcmtk_env() -> dict[str, str]:
     """Environment for DCMTK tools: TCP_NODELAY avoids a ~45 ms stall per instance."""
     return {**os.environ, "TCP_NODELAY": "1"}
+
+
+# -- the receive path under test ---------------------------------------------------------
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Bounds only the streaming path enforces are not asked of pynetdicom's stock path."""
+    if DICOM_FAST_PATH:
+        return
+    skip = pytest.mark.skip(
+        reason="a bound of listener/fastpath; this run uses pynetdicom's stock receive path"
+    )
+    for item in items:
+        if item.get_closest_marker("fastpath_only") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def dicom_fast_path() -> bool:
+    """Whether this run's listeners use the streaming receive path (else pynetdicom's)."""
+    return DICOM_FAST_PATH
+
+
+@pytest.fixture
+def make_settings(
+    make_settings: Callable[..., Settings], dicom_fast_path: bool
+) -> Callable[..., Settings]:
+    """The root ``make_settings``, with this run's receive path unless a test names one."""
+
+    def build(**overrides: Any) -> Settings:
+        overrides.setdefault("dicom_fast_path", dicom_fast_path)
+        return make_settings(**overrides)
+
+    return build
 
 
 # -- phantom studies, generated once per session ---------------------------------------
@@ -157,6 +201,25 @@ def dcmtk_run() -> Callable[..., ToolRun]:
         return run_tool([dcmtk(tool), *(str(a) for a in args)])
 
     return run
+
+
+@pytest.fixture
+def reencode(dcmtk_run: Callable[..., ToolRun]) -> Callable[[Path, Sequence[str], Path], bytes]:
+    """``reencode(source, ("dcmcjpls", "+el"), target)`` writes ``source`` re-encoded by a
+    DCMTK tool; ``("pydicom", syntax)`` compresses with pydicom instead (DCMTK 3.6.7 has no
+    JPEG 2000 encoder, pydicom's openjpeg plugin has). Returns the new file's bytes."""
+
+    def convert(source: Path, converter: Sequence[str], target: Path) -> bytes:
+        if converter[0] == "pydicom":
+            dataset = pydicom.dcmread(source)
+            dataset.compress(converter[1])
+            dataset.save_as(target)
+        else:
+            result = dcmtk_run(converter[0], *converter[1:], source, target)
+            assert result.ok, result.output
+        return target.read_bytes()
+
+    return convert
 
 
 @pytest.fixture

@@ -27,8 +27,6 @@ from bench import hostile_peers as hostile
 from listener.fastpath.limits import MAX_COMMAND_BYTES
 from training.phantom import PhantomStudy
 
-pytestmark = pytest.mark.fastpath_only
-
 DATA = Path(__file__).resolve().parents[1] / "data"
 MiB = 1024 * 1024
 
@@ -56,6 +54,7 @@ def hostile_settings(make_settings: Callable[..., Any]) -> Callable[..., Any]:
     return build
 
 
+@pytest.mark.fastpath_only
 @pytest.mark.parametrize("declared", [0xFFFFFFFF, 1 << 30])
 def test_association_pdu_declaring_gigabytes_is_aborted_before_its_body(
     hostile_settings: Callable[..., Any], run_listener: Callable[..., Any], declared: int
@@ -73,6 +72,7 @@ def test_association_pdu_declaring_gigabytes_is_aborted_before_its_body(
     assert _rss() - before < 64 * MiB
 
 
+@pytest.mark.fastpath_only
 def test_pdata_declaring_4_gib_on_an_association_is_aborted(
     hostile_settings: Callable[..., Any], run_listener: Callable[..., Any]
 ) -> None:
@@ -84,6 +84,7 @@ def test_pdata_declaring_4_gib_on_an_association_is_aborted(
     assert _rss() - before < 64 * MiB
 
 
+@pytest.mark.fastpath_only
 def test_stalled_partial_pdus_are_closed_and_a_real_sender_gets_through(
     hostile_settings: Callable[..., Any],
     run_listener: Callable[..., Any],
@@ -108,6 +109,7 @@ def test_stalled_partial_pdus_are_closed_and_a_real_sender_gets_through(
         sock.close()
 
 
+@pytest.mark.fastpath_only
 def test_idle_connections_never_take_association_slots(
     hostile_settings: Callable[..., Any],
     run_listener: Callable[..., Any],
@@ -145,6 +147,7 @@ def test_association_slots_still_limit_real_associations(
     assert echoscu(service.port).ok
 
 
+@pytest.mark.fastpath_only
 def test_unknown_pdu_type_gets_one_abort_and_the_connection_closed(
     hostile_settings: Callable[..., Any],
     run_listener: Callable[..., Any],
@@ -201,6 +204,7 @@ def test_a_command_set_past_its_bound_aborts_the_association(
     assert _rss() - before < 64 * MiB
 
 
+@pytest.mark.fastpath_only
 def test_instance_over_the_size_bound_is_refused_and_its_bytes_dropped(
     hostile_settings: Callable[..., Any],
     run_listener: Callable[..., Any],
@@ -220,6 +224,7 @@ def test_instance_over_the_size_bound_is_refused_and_its_bytes_dropped(
     assert leftovers == [], f"temporary files left behind: {leftovers}"
 
 
+@pytest.mark.fastpath_only
 @pytest.mark.parametrize(
     ("sop_class", "sop_instance", "expected"),
     [
@@ -270,6 +275,7 @@ def test_every_one_instance_association_gets_exactly_one_answer(
     assert answered == runs, failures[:3]
 
 
+@pytest.mark.fastpath_only
 def test_connection_closed_by_eviction_when_pending_pool_is_full(
     hostile_settings: Callable[..., Any],
     run_listener: Callable[..., Any],

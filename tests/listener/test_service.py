@@ -133,11 +133,15 @@ class ListenerProcess:
 
 
 @pytest.fixture
-def listener_process(tmp_path: Path, database_url: str) -> Iterator[Callable[..., ListenerProcess]]:
-    """Listener processes on a fresh SQLite file or PostgreSQL database (both are run)."""
+def listener_process(
+    tmp_path: Path, database_url: str, dicom_fast_path: bool
+) -> Iterator[Callable[..., ListenerProcess]]:
+    """Listener processes on a fresh SQLite file or PostgreSQL database (both are run),
+    on this run's receive path unless a test names one."""
     made: list[ListenerProcess] = []
 
     def make(**settings: str) -> ListenerProcess:
+        settings.setdefault("dicom_fast_path", "true" if dicom_fast_path else "false")
         process = ListenerProcess(tmp_path / "var", database_url, **settings)
         made.append(process)
         return process
