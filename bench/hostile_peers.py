@@ -62,10 +62,12 @@ def abort_pdus(data: bytes) -> int:
 
 
 @contextmanager
-def associated(port: int, aet: str = "HOSTILE") -> Iterator[Association]:
-    """An association accepted by the listener for CT Image Storage (explicit VR LE)."""
+def associated(
+    port: int, aet: str = "HOSTILE", syntax: str = ExplicitVRLittleEndian
+) -> Iterator[Association]:
+    """An association accepted by the listener for CT Image Storage in ``syntax``."""
     ae = AE(ae_title=aet)
-    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    ae.add_requested_context(CTImageStorage, [syntax])
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     assoc = ae.associate("127.0.0.1", port, ae_title="TRIAGE")
     assert assoc.is_established, "the listener did not accept the association"
@@ -130,6 +132,21 @@ def store_command(
         )
     )
     return _element(0x0000, struct.pack("<L", len(body))) + body
+
+
+def store_raw(assoc: Association, sop_instance: str, dataset: bytes) -> int | None:
+    """Send one C-STORE of exactly these data set bytes; the listener's answer status."""
+    context_id = assoc.accepted_contexts[0].context_id
+    assert context_id is not None
+    command = store_command(CTImageStorage.encode() + b"\x00", _even(sop_instance.encode()))
+    sock = raw_socket(assoc)
+    sock.sendall(pdata(context_id, 0x03, command))
+    sock.sendall(pdata(context_id, 0x02, dataset))
+    return response_status(assoc)
+
+
+def _even(value: bytes) -> bytes:
+    return value + b"\x00" if len(value) % 2 else value
 
 
 def response_status(assoc: Association, timeout: float = 10.0) -> int | None:

@@ -175,8 +175,12 @@ def _transport_problem(received: ReceivedInstance) -> tuple[int, str] | None:
     """Why the C-STORE request itself (not its data set) is refused, with its status."""
     if received.refused is not None:
         return OUT_OF_RESOURCES, received.refused
-    if not is_valid_uid(received.sop_class_uid) or not is_valid_uid(received.sop_instance_uid):
-        return CANNOT_UNDERSTAND, "affected SOP class or instance UID is blank or invalid"
+    for value, what in (
+        (received.sop_class_uid, "SOPClassUID"),
+        (received.sop_instance_uid, "SOPInstanceUID"),
+    ):
+        if not is_valid_uid(value):
+            return CANNOT_UNDERSTAND, f"affected {what} is not a valid DICOM UID: {value[:80]!r}"
     if received.abstract_syntax and received.sop_class_uid != received.abstract_syntax:
         return (
             SOP_CLASS_NOT_SUPPORTED,

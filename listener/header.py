@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from io import BytesIO
+from typing import Literal
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from listener.pixel_rules import (
+    UNDEFINED_LENGTH,
+    PixelFacts,
+    encoding_problem,
+    pixel_data_problem,
+    trailing_problem,
+)
 from listener.uids import require_uid
 
 
@@ -154,11 +162,54 @@ def _check_pixel_data_whole(
         )
 
 
+def _data_set_start(encoded: bytes) -> int | None:
+    """Offset of the data set after the preamble and file meta (None if not told by it)."""
+    if encoded[128:132] != b"DICM" or encoded[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    return 144 + int.from_bytes(encoded[140:144], "little")
+
+
+def _pixel_facts(ds: Dataset, encoded: bytes, start: int, implicit: bool, big: bool) -> PixelFacts:
+    order: Literal["big", "little"] = "big" if big else "little"
+    vr = None if implicit else bytes(encoded[start + 4 : start + 6])
+    length_at = start + (4 if implicit else 8)
+    return PixelFacts(
+        vr=vr,
+        length=int.from_bytes(encoded[length_at : length_at + 4], order),
+        encapsulated=bool(ds.file_meta.TransferSyntaxUID.is_encapsulated),
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        samples_per_pixel=_int(ds, "SamplesPerPixel"),
+        bits_allocated=_int(ds, "BitsAllocated"),
+        frames=_int(ds, "NumberOfFrames"),
+        photometric=_text(ds, "PhotometricInterpretation", 16),
+    )
+
+
+def _check_pixel_data(ds: Dataset, encoded: bytes, start: int, implicit: bool, big: bool) -> None:
+    """Raise when the Pixel Data element at ``start`` breaks :mod:`listener.pixel_rules`."""
+    facts = _pixel_facts(ds, encoded, start, implicit, big)
+    problem = pixel_data_problem(facts)
+    if problem is None and facts.length != UNDEFINED_LENGTH:
+        end = start + (8 if implicit else 12) + facts.length
+        next_tag = None
+        if len(encoded) >= end + 4:
+            group, element = (
+                int.from_bytes(encoded[end + i : end + i + 2], "big" if big else "little")
+                for i in (0, 2)
+            )
+            next_tag = group << 16 | element
+        problem = trailing_problem(next_tag, len(encoded) - end)
+    if problem is not None:
+        raise MalformedDatasetError(problem)
+
+
 def parse_header(encoded: bytes) -> InstanceHeader:
     """Parse a DICOM file's bytes (preamble and file meta included) up to the pixel data.
 
-    Raises :class:`MalformedDatasetError` when the bytes cannot be filed, including a
-    dataset whose Pixel Data element is cut short (a truncated transfer).
+    Raises :class:`MalformedDatasetError` when the bytes cannot be filed: a dataset whose
+    Pixel Data element is cut short (a truncated transfer), breaks
+    :mod:`listener.pixel_rules`, or is encoded otherwise than its transfer syntax says.
     """
     try:
         stream = BytesIO(encoded)
@@ -167,13 +218,19 @@ def parse_header(encoded: bytes) -> InstanceHeader:
         syntax = ds.file_meta.get("TransferSyntaxUID")
         if syntax is not None and not syntax.is_deflated:
             big = not syntax.is_little_endian
+            implicit = bool(syntax.is_implicit_VR)
+            data_start = _data_set_start(encoded)
+            if data_start is not None and not big:
+                problem = encoding_problem(encoded[data_start : data_start + 8], implicit)
+                if problem is not None:
+                    raise MalformedDatasetError(problem)
             tag = _PIXEL_DATA_TAG[big]
             start = stream.tell()  # dcmread stops at the start of the Pixel Data element
-            if encoded[start : start + 4] == tag:
-                _check_pixel_data_whole(
-                    encoded, start, syntax.is_implicit_VR, big, syntax.is_encapsulated
-                )
-            header = replace(header, has_pixel_data=tag in encoded)
+            present = encoded[start : start + 4] == tag
+            if present:
+                _check_pixel_data_whole(encoded, start, implicit, big, syntax.is_encapsulated)
+                _check_pixel_data(ds, encoded, start, implicit, big)
+            header = replace(header, has_pixel_data=present)
         return header
     except MalformedDatasetError:
         raise

@@ -18,6 +18,12 @@ import re
 import struct
 
 from listener.header import InstanceHeader, MalformedDatasetError
+from listener.pixel_rules import (
+    PixelFacts,
+    encoding_problem,
+    pixel_data_problem,
+    trailing_problem,
+)
 from listener.uids import InvalidUIDError, require_uid
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -44,7 +50,6 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
 _PIXEL_DATA = 0x7FE00010
-_PIXEL_DATA_BYTES = b"\xe0\x7f\x10\x00"  # its tag as Little Endian bytes
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _SHORT_HEAD = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length (explicit VR)
 
@@ -68,16 +73,19 @@ _TAGS = {
     0x00280010: "Rows",
     0x00280011: "Columns",
     0x00280008: "NumberOfFrames",
+    0x00280002: "SamplesPerPixel",
+    0x00280004: "PhotometricInterpretation",
+    0x00280100: "BitsAllocated",
 }
 _VRS = {
     **dict.fromkeys([0x00080016, 0x00080018, 0x0020000D, 0x0020000E], b"UI"),
-    **dict.fromkeys([0x00080060, 0x00180015], b"CS"),
+    **dict.fromkeys([0x00080060, 0x00180015, 0x00280004], b"CS"),
     **dict.fromkeys([0x00081030, 0x0008103E, 0x00100020], b"LO"),
     0x00080050: b"SH",
     0x00080020: b"DA",
     **dict.fromkeys([0x00200011, 0x00200013, 0x00201002, 0x00280008], b"IS"),
     **dict.fromkeys([0x00200032, 0x00200037], b"DS"),
-    **dict.fromkeys([0x00280010, 0x00280011], b"US"),
+    **dict.fromkeys([0x00280010, 0x00280011, 0x00280002, 0x00280100], b"US"),
 }
 _INT = re.compile(rb"^ *[+-]?[0-9]{1,11} *$")
 _DECIMAL = re.compile(rb"^ *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)? *$")
@@ -238,15 +246,14 @@ def scan_header(
     if transfer_syntax in (_BIG_ENDIAN, _DEFLATED):
         return None
     implicit = transfer_syntax == IMPLICIT_LE
+    problem = encoding_problem(head[:8], implicit)
+    if problem is not None:
+        raise MalformedDatasetError(problem)
     scan = _Scan(head, implicit)
     try:
         scan.run()
         if scan.pixel_at is None and len(head) < total_size:
             return None  # the header did not end inside the bytes we looked at
-        if scan.pixel_at is None and _PIXEL_DATA_BYTES in head:
-            # pydicom's path tells Pixel Data by its tag's bytes anywhere in the data set,
-            # which other values (overlay bits, private blobs) can hold: it decides.
-            return None
         v = scan.values
         try:
             study_uid = _uid(v.get(0x0020000D), "StudyInstanceUID")
@@ -280,10 +287,33 @@ def scan_header(
         if frames is not None and (_int(frames) or 0) < 1:
             return None  # let pydicom's path judge (and word) a bad frame count
         native = transfer_syntax in (EXPLICIT_LE, IMPLICIT_LE)
-        if scan.pixel_at is not None and not _pixel_data_whole(
-            scan, scan.pixel_at, total_size, tail, native
-        ):
-            return None  # let pydicom's path judge (and word) the truncation
+        if scan.pixel_at is not None:
+            if not _pixel_data_whole(scan, scan.pixel_at, total_size, tail, native):
+                return None  # let pydicom's path judge (and word) the truncation
+            _, start, length, vr = scan.element(scan.pixel_at)
+            problem = pixel_data_problem(
+                PixelFacts(
+                    vr=vr,
+                    length=length,
+                    encapsulated=not native,
+                    rows=header.rows,
+                    columns=header.columns,
+                    samples_per_pixel=_us(v.get(0x00280002)),
+                    bits_allocated=_us(v.get(0x00280100)),
+                    frames=_int(frames),
+                    photometric=_text(v.get(0x00280004), 16),
+                )
+            )
+            if problem is not None:
+                raise MalformedDatasetError(problem)
+            end = start + length
+            if length != _UNDEFINED and end != total_size:
+                if end + 4 > len(head):
+                    return None  # bytes after Pixel Data we cannot see: pydicom's path
+                group, element = struct.unpack_from("<HH", head, end)
+                problem = trailing_problem(group << 16 | element, total_size - end)
+                if problem is not None:
+                    raise MalformedDatasetError(problem)
         return header
     except _Unsure:
         return None
