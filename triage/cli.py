@@ -214,6 +214,10 @@ def audit_predictions(fmt: str, include_shadow: bool) -> None:
         )
 
 
+# Pixels of an unseeded demo: the same phantom image every time, under fresh UIDs.
+DEMO_PIXEL_SEED = 0
+
+
 @main.command()
 @click.option(
     "--write",
@@ -224,12 +228,30 @@ def audit_predictions(fmt: str, include_shadow: bool) -> None:
 )
 @click.option("--slices", default=40, show_default=True)
 @click.option("--lesion", "lesions", multiple=True, help="Lesion class to add (repeatable).")
-@click.option("--seed", default=0, show_default=True)
-def demo(write_dir: Path, slices: int, lesions: tuple[str, ...], seed: int) -> None:
-    """Write a synthetic head-CT phantom study (for demos and tests; not patient data)."""
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed for UIDs and pixels; the same seed writes the same study again. "
+    "Without it every call writes a new study (fresh UIDs).",
+)
+def demo(write_dir: Path, slices: int, lesions: tuple[str, ...], seed: int | None) -> None:
+    """Write a synthetic head-CT phantom study (for demos and tests; not patient data).
+
+    A listener treats a known Study Instance UID as more of the same study, so a demo
+    re-sent without ``--seed`` must be a new study to be triaged again.
+    """
+    from pydicom.uid import generate_uid
+
     from training.phantom import write_phantom_study
 
-    study = write_phantom_study(write_dir, slices=slices, lesions=lesions, seed=seed)
+    study = write_phantom_study(
+        write_dir,
+        slices=slices,
+        lesions=lesions,
+        seed=DEMO_PIXEL_SEED if seed is None else seed,
+        study_uid=generate_uid() if seed is None else None,
+    )
     click.echo(f"wrote {len(study.files)} slices of study {study.study_uid} to {write_dir}")
 
 

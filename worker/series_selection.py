@@ -5,12 +5,15 @@ images), dose screenshots (secondary capture), bone and soft-tissue reconstructi
 same volume, thin and thick. We keep CT image series in a near-axial orientation (gantry
 tilt up to ``MAX_TILT_DEGREES`` allowed) with enough slices, then prefer the one covering
 the most of the head and, among those, the thinnest spacing. Pure: tested without files.
+
+After decoding, :func:`why_not_after_drops` says whether the chosen series is still fit to
+judge when some of its slices could not be decoded and were left out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from statistics import median
 
@@ -18,6 +21,23 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 MAX_TILT_DEGREES = 35.0
 COVERAGE_TOLERANCE = 0.9  # a series covering 90 % of the best coverage counts as full
+MAX_DROPPED_FRACTION = 0.10
+"""Most undecodable slices a series may lose and still be judged, as a share of its slices.
+
+Why 10 %: it is the same margin as :data:`COVERAGE_TOLERANCE` (a series covering 90 % of
+the head counts as full), and it grows with the series, so a thin 1 mm series of 150
+slices may lose a few isolated slices while a thick 5 mm series of 30 may lose three.
+Beyond that the fault is no longer one bad slice but a bad transfer or a bad encoder, and
+the study should be resent rather than judged on what happened to survive.
+"""
+MAX_GAP_SPACINGS = 2.5
+"""Widest hole dropped slices may leave, in multiples of the series' median spacing.
+
+One missing slice leaves a hole of two spacings, which the neighbours on both sides
+still bound; two adjacent missing slices leave three spacings (15 mm on 5 mm CT), enough
+to hide a small haemorrhage entirely, so they refuse the series. The half spacing is
+tolerance for uneven scanner spacing.
+"""
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,7 @@ class SliceFacts:
     sop_class_uid: str
     orientation: tuple[float, ...] | None
     position_z: float | None
+    sop_instance_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,3 +137,39 @@ def select_series(
         chosen.series_uid,
         f"{len(chosen.slices)} axial slices, {coverage:.0f} mm coverage, {spacing:.2f} mm spacing",
     )
+
+
+def why_not_after_drops(
+    slices: Sequence[SliceFacts], dropped: Collection[str], *, min_slices: int = 5
+) -> str | None:
+    """Why the chosen series can no longer be judged once ``dropped`` are left out, or None.
+
+    ``slices`` are the series' facts as received (with ``sop_instance_uid``), ``dropped``
+    the SOP Instance UIDs that could not be decoded. The series is refused when fewer than
+    ``min_slices`` remain, when more than :data:`MAX_DROPPED_FRACTION` were dropped, or when
+    the dropped slices leave a hole wider than :data:`MAX_GAP_SPACINGS` spacings.
+    """
+    total = len(slices)
+    kept = [s for s in slices if s.sop_instance_uid not in dropped]
+    lost = total - len(kept)
+    if lost == 0:
+        return None
+    if len(kept) < min_slices:
+        return f"{len(kept)} decodable slices < {min_slices}"
+    if lost > MAX_DROPPED_FRACTION * total:
+        return f"{lost} of {total} slices dropped, more than {MAX_DROPPED_FRACTION:.0%}"
+    _, spacing = _coverage_and_spacing(SeriesCandidate("", "CT", None, slices))
+    if not math.isfinite(spacing):
+        return None
+    holes = sorted(
+        s.position_z for s in slices if s.sop_instance_uid in dropped and s.position_z is not None
+    )
+    positions = sorted(s.position_z for s in kept if s.position_z is not None)
+    for below, above in zip(positions, positions[1:], strict=False):
+        spans_a_hole = any(below < z < above for z in holes)
+        if spans_a_hole and above - below > MAX_GAP_SPACINGS * spacing:
+            return (
+                f"dropped slices leave a {above - below:.1f} mm gap "
+                f"(> {MAX_GAP_SPACINGS:g} x {spacing:.2f} mm spacing)"
+            )
+    return None

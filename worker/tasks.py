@@ -9,6 +9,11 @@ Exactly once, nothing lost:
 * the prediction is inserted under a unique (study, version, bundle sha256) key, so a
   redelivered or duplicated task never stores a second one;
 * transient database errors retry with backoff; an undecodable study fails at once.
+
+One bad slice never costs the study: slices that cannot be decoded are dropped and listed
+(SOP Instance UID and reason) in the prediction's ``timings`` and the audit log; the study
+is judged when what remains passes :func:`~worker.series_selection.why_not_after_drops`,
+and otherwise ends ``failed`` with a reason that starts "not assessed".
 """
 
 from __future__ import annotations
@@ -31,22 +36,33 @@ from db.vocabulary import AuditEventType, JobState, StudyState
 from triage.queue import PROCESS_STUDY_TASK
 from worker.priority import triage
 from worker.runtime import WorkerRuntime, get_runtime
-from worker.series_selection import SeriesCandidate, SliceFacts, parse_orientation, select_series
+from worker.series_selection import (
+    SeriesCandidate,
+    SliceFacts,
+    parse_orientation,
+    select_series,
+    why_not_after_drops,
+)
 from worker.study_inference import StudyResult, infer_series
-from worker.volume_loader import StudyDataError, read_series
+from worker.volume_loader import DroppedSlice, StudyDataError, load_series
 
 log = logging.getLogger(__name__)
 ACTOR = "worker"
+# The audit detail of a refused study lists this many dropped slices and counts the rest:
+# a study whose every slice is broken must not write a thousand-entry audit row.
+MAX_LISTED_DROPS = 20
 
 
-def _candidates(session: Any, study: Study) -> tuple[list[SeriesCandidate], dict[str, list[Path]]]:
+def _candidates(
+    session: Any, study: Study
+) -> tuple[list[SeriesCandidate], dict[str, dict[str, Path]]]:
     rows = session.execute(
         select(Series, Instance)
         .join(Instance, Instance.series_id == Series.id)
         .where(Series.study_id == study.id)
     ).all()
     slices: dict[str, list[SliceFacts]] = {}
-    paths: dict[str, list[Path]] = {}
+    paths: dict[str, dict[str, Path]] = {}  # series UID -> SOP Instance UID -> file
     meta: dict[str, Series] = {}
     for series, instance in rows:
         uid = series.series_instance_uid
@@ -56,9 +72,10 @@ def _candidates(session: Any, study: Study) -> tuple[list[SeriesCandidate], dict
                 instance.sop_class_uid,
                 parse_orientation(instance.image_orientation),
                 instance.position_z,
+                instance.sop_instance_uid,
             )
         )
-        paths.setdefault(uid, []).append(Path(instance.file_path))
+        paths.setdefault(uid, {})[instance.sop_instance_uid] = Path(instance.file_path)
     candidates = [
         SeriesCandidate(uid, meta[uid].modality, meta[uid].series_description, facts)
         for uid, facts in slices.items()
@@ -66,8 +83,18 @@ def _candidates(session: Any, study: Study) -> tuple[list[SeriesCandidate], dict
     return candidates, paths
 
 
+def _dropped_detail(dropped: list[DroppedSlice], limit: int | None = None) -> list[dict[str, str]]:
+    listed = dropped if limit is None else dropped[:limit]
+    return [{"sop_instance_uid": d.sop_instance_uid, "reason": d.reason} for d in listed]
+
+
 def _fail(
-    runtime: WorkerRuntime, study_id: int, version: int, job_id: int | None, reason: str
+    runtime: WorkerRuntime,
+    study_id: int,
+    version: int,
+    job_id: int | None,
+    reason: str,
+    dropped: list[DroppedSlice] | None = None,
 ) -> None:
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
@@ -86,7 +113,18 @@ def _fail(
             AuditEventType.INFERENCE_FAILED,
             actor=ACTOR,
             study_instance_uid=study.study_instance_uid,
-            detail={"version": version, "reason": reason[:500]},
+            detail={
+                "version": version,
+                "reason": reason[:500],
+                **(
+                    {
+                        "dropped_count": len(dropped),
+                        "dropped_slices": _dropped_detail(dropped, MAX_LISTED_DROPS),
+                    }
+                    if dropped
+                    else {}
+                ),
+            },
         )
         session.commit()
     log.error("study failed: %s", reason)
@@ -157,6 +195,7 @@ def _store(
                     "shadow": shadow,
                     "priority": verdict.priority,
                     "synthetic_demo": bundle.synthetic_demo,
+                    "dropped_slices": timings.get("dropped_slices", []),
                 },
             )
         session.commit()
@@ -223,8 +262,14 @@ def run_study(
         return "failed: " + selection.reason
     load_started = time.time()
     try:
-        datasets = read_series(sorted(paths[selection.series_uid]))
+        loaded_series = load_series(paths[selection.series_uid])
         loaded = time.time()
+        datasets, dropped = loaded_series.datasets, loaded_series.dropped
+        if dropped:
+            refused = _refuse_after_drops(candidates, selection.series_uid, dropped, runtime)
+            if refused is not None:
+                _fail(runtime, study_id, version, job_id, refused, dropped)
+                return "failed: " + refused
         result = infer_series(
             bundle, datasets, device=runtime.device, batch_size=runtime.batch_size
         )
@@ -245,6 +290,7 @@ def run_study(
         "slices": len(datasets),
         "device": runtime.device,
         "selection": selection.reason,
+        "dropped_slices": _dropped_detail(dropped),
     }
     created = _store(
         runtime,
@@ -260,6 +306,33 @@ def run_study(
     if runtime.settings.shadow_bundle is not None:
         _run_shadow(runtime, study_id, version, selection.series_uid, datasets, task_id)
     return "predicted" if created else "already predicted"
+
+
+def _refuse_after_drops(
+    candidates: list[SeriesCandidate],
+    series_uid: str,
+    dropped: list[DroppedSlice],
+    runtime: WorkerRuntime,
+) -> str | None:
+    """The "not assessed" reason when the dropped slices leave too little to judge, or None."""
+    [chosen] = [c for c in candidates if c.series_uid == series_uid]
+    why = why_not_after_drops(
+        chosen.slices,
+        {d.sop_instance_uid for d in dropped},
+        min_slices=runtime.settings.series_min_slices,
+    )
+    log.warning(
+        "series %s: dropped %d undecodable slices; %s",
+        series_uid,
+        len(dropped),
+        why or "judged on the rest",
+    )
+    if why is None:
+        return None
+    return (
+        f"not assessed: cannot decode {len(dropped)} of {len(chosen.slices)} slices ({why}); "
+        f"first: {dropped[0].sop_instance_uid}: {dropped[0].reason}"
+    )
 
 
 def _run_shadow(

@@ -1,4 +1,5 @@
-"""Series selection picks the axial head series, never the localizer or dose screenshots."""
+"""Series selection picks the axial head series, never the localizer or dose screenshots;
+after decoding, it refuses a series that lost too many slices or a slab of them."""
 
 from worker.series_selection import (
     CT_IMAGE_STORAGE,
@@ -6,6 +7,7 @@ from worker.series_selection import (
     SliceFacts,
     axial_tilt_degrees,
     select_series,
+    why_not_after_drops,
 )
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -48,3 +50,32 @@ def test_no_usable_series_says_why():
     chosen = select_series([_series("mr", 30, 5.0, modality="MR")])
     assert chosen.series_uid is None
     assert "modality MR" in chosen.reason
+
+
+def _facts(n, spacing=5.0):
+    return [SliceFacts(CT_IMAGE_STORAGE, AXIAL, i * spacing, f"1.2.{i}") for i in range(n)]
+
+
+def test_one_dropped_slice_leaves_the_series_fit_to_judge():
+    assert why_not_after_drops(_facts(30), {"1.2.14"}) is None
+    assert why_not_after_drops(_facts(30), set()) is None
+
+
+def test_more_than_a_tenth_dropped_is_refused_with_the_count():
+    why = why_not_after_drops(_facts(30), {"1.2.3", "1.2.9", "1.2.15", "1.2.21"})
+    assert why == "4 of 30 slices dropped, more than 10%"
+    assert why_not_after_drops(_facts(30), {"1.2.3", "1.2.9", "1.2.15"}) is None
+
+
+def test_too_few_decodable_slices_are_refused():
+    why = why_not_after_drops(_facts(6), {"1.2.2"}, min_slices=6)
+    assert why == "5 decodable slices < 6"
+
+
+def test_two_adjacent_dropped_slices_leave_a_gap_too_wide():
+    why = why_not_after_drops(_facts(40), {"1.2.10", "1.2.11"})
+    assert why is not None and "15.0 mm gap" in why
+
+
+def test_dropped_end_slices_leave_no_gap():
+    assert why_not_after_drops(_facts(40), {"1.2.0", "1.2.1"}) is None

@@ -1,4 +1,5 @@
-"""The study task on a real received study: idempotent, fails cleanly, caps attempts, shadows.
+"""The study task on a real received study: idempotent, drops bad slices, fails cleanly, caps
+attempts, shadows.
 
 Studies arrive through the real listener (DCMTK storescu); the task runs in-process here so
 each behaviour is checked directly. Broker-level behaviour is in test_exactly_once.py.
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from sqlalchemy import select
 
 from db.models import AuditEvent, Job, Prediction, Study
@@ -92,6 +94,62 @@ def test_undecodable_study_fails_with_its_reason(received):
         assert "cannot decode" in study.state_reason
         events = [e.event_type for e in session.scalars(select(AuditEvent))]
     assert AuditEventType.INFERENCE_FAILED in events
+    assert _predictions(runtime) == []
+
+
+def _truncate_pixel_data(settings: Settings, files: list[Path]) -> list[str]:
+    """Cut the Pixel Data of these spooled slices in half (a valid file, undecodable)."""
+    uids = []
+    for original in files:
+        [spooled] = settings.spool_dir.rglob(original.name)
+        ds = dcmread(spooled)
+        ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+        ds.save_as(spooled)
+        uids.append(str(ds.SOPInstanceUID))
+    return uids
+
+
+def _state(runtime: WorkerRuntime, study_id: int) -> tuple[StudyState, str | None]:
+    with runtime.sessions() as session:
+        study = session.get(Study, study_id)
+        return study.state, study.state_reason
+
+
+def _audit(runtime: WorkerRuntime, event_type: AuditEventType) -> list[AuditEvent]:
+    with runtime.sessions() as session:
+        return [e for e in session.scalars(select(AuditEvent)) if e.event_type == event_type]
+
+
+def test_one_truncated_slice_is_dropped_and_the_study_still_predicted(received):
+    settings, study_id, study = received
+    [bad_uid] = _truncate_pixel_data(settings, study.files[10:11])
+    runtime = WorkerRuntime.from_settings(settings)
+    assert run_study(study_id, 1, runtime=runtime) == "predicted"
+
+    [prediction] = _predictions(runtime)
+    assert len(prediction.slice_scores) == len(study.files) - 1
+    assert bad_uid not in {s["sop_instance_uid"] for s in prediction.slice_scores}
+    [dropped] = prediction.timings["dropped_slices"]
+    assert dropped["sop_instance_uid"] == bad_uid
+    assert "less than expected" in dropped["reason"]
+    assert prediction.timings["slices"] == len(study.files) - 1
+    assert _state(runtime, study_id) == (StudyState.PREDICTED, None)
+    [stored] = _audit(runtime, AuditEventType.PREDICTION_STORED)
+    assert [d["sop_instance_uid"] for d in stored.detail["dropped_slices"]] == [bad_uid]
+
+
+def test_study_with_most_slices_broken_is_not_assessed_naming_the_count(received):
+    settings, study_id, study = received
+    bad = _truncate_pixel_data(settings, study.files[::2])
+    runtime = WorkerRuntime.from_settings(settings)
+    assert run_study(study_id, 1, runtime=runtime).startswith("failed: not assessed")
+    state, reason = _state(runtime, study_id)
+    assert state == StudyState.FAILED
+    assert reason.startswith("not assessed: ")
+    assert f"cannot decode {len(bad)} of {len(study.files)} slices" in reason
+    [failed] = _audit(runtime, AuditEventType.INFERENCE_FAILED)
+    assert failed.detail["dropped_count"] == len(bad)
+    assert {d["sop_instance_uid"] for d in failed.detail["dropped_slices"]} <= set(bad)
     assert _predictions(runtime) == []
 
 
