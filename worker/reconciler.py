@@ -19,8 +19,8 @@ from db import queries
 from db.audit import record_event
 from db.results import studies_to_requeue
 from db.vocabulary import AuditEventType, StudyState
-from triage.settings import Settings
 from triage.queue import Dispatcher
+from triage.settings import Settings
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciler"
