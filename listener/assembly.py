@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import queries
 from db.audit import record_event
 from db.models import Study, utcnow
+from db.study_states import transition
 from db.vocabulary import AuditEventType, StudyState
 from listener.completion import Decision, SeriesProgress, decide
 from listener.routing import RoutingRule, SeriesFacts
@@ -185,7 +186,7 @@ class StudyAssembler:
                 return
             study.version += 1
             study.completed_at = utcnow()
-            queries.set_study_state(session, study, StudyState.COMPLETE, reason)
+            transition(session, study, StudyState.COMPLETE, reason)
             updated = study.version > 1
             record_event(
                 session,
@@ -200,7 +201,7 @@ class StudyAssembler:
             ]
             routed, why = self._rule.decide(facts)
             if not routed:
-                queries.set_study_state(session, study, StudyState.IGNORED, why)
+                transition(session, study, StudyState.IGNORED, why)
                 record_event(
                     session,
                     AuditEventType.STUDY_IGNORED,

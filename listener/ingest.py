@@ -34,6 +34,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from db import queries
 from db.models import Instance, Series, Study, utcnow
+from db.study_states import INITIAL_STATE, transition
 from db.vocabulary import StudyState
 from listener.header import InstanceHeader
 from listener.spool import SpooledFile
@@ -161,7 +162,7 @@ class InstanceRecorder:
             if study is None:
                 study = Study(
                     study_instance_uid=header.study_uid,
-                    state=StudyState.RECEIVING,
+                    state=INITIAL_STATE,
                     calling_aet=calling_aet,
                     modality=header.modality,
                     study_description=header.study_description,
@@ -190,9 +191,7 @@ class InstanceRecorder:
             session.add(Instance(**row, received_at=now))
             if study.state != StudyState.RECEIVING:
                 reopened = True
-                queries.set_study_state(
-                    session, study, StudyState.RECEIVING, "new instances after completion"
-                )
+                transition(session, study, StudyState.RECEIVING, "new instances after completion")
             study.last_received_at = now
             try:
                 session.commit()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,11 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from db import queries
 from db.audit import record_event
 from db.models import Instance, Job, Prediction, Series, Study, utcnow
 from db.results import claim_job, store_prediction
-from db.vocabulary import AuditEventType, JobState, StudyState
+from db.study_states import allowed, transition
+from db.vocabulary import AuditEventType, JobState, StudyState, TaskOutcome
 from triage.queue import PROCESS_STUDY_TASK
 from worker.priority import triage
 from worker.runtime import WorkerRuntime, get_runtime
@@ -73,8 +74,10 @@ def _fail(
         study = session.get(Study, study_id)
         if study is None:
             return
-        if study.version == version:
-            queries.set_study_state(session, study, StudyState.FAILED, reason[:2000])
+        # Late images may have reopened the study meanwhile: its next version will run,
+        # so the table (receiving -/-> failed) leaves it receiving.
+        if study.version == version and allowed(study.state, StudyState.FAILED):
+            transition(session, study, StudyState.FAILED, reason[:2000])
         if job_id is not None:
             job = session.get(Job, job_id)
             if job is not None:
@@ -133,18 +136,14 @@ def _store(
             job.state = JobState.DONE
             job.finished_at = utcnow()
         if created:
+            # Only the main bundle's result for the current version moves the study, and
+            # only where the table allows (not a study reopened or already delivered).
             if (
                 not shadow
                 and study.version == version
-                and study.state
-                in (
-                    StudyState.PROCESSING,
-                    StudyState.QUEUED,
-                    StudyState.COMPLETE,
-                    StudyState.FAILED,
-                )
+                and allowed(study.state, StudyState.PREDICTED)
             ):
-                queries.set_study_state(session, study, StudyState.PREDICTED, None)
+                transition(session, study, StudyState.PREDICTED, None)
             record_event(
                 session,
                 AuditEventType.PREDICTION_STORED,
@@ -163,20 +162,31 @@ def _store(
     return created
 
 
+@dataclass(frozen=True)
+class StudyRun:
+    """What one run of the study task did: the outcome, and for people the detail."""
+
+    outcome: TaskOutcome
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.outcome}: {self.detail}" if self.detail else str(self.outcome)
+
+
 def run_study(
     study_id: int, version: int, *, runtime: WorkerRuntime, task_id: str | None = None
-) -> str:
-    """Process one study version; returns what happened (for logs and tests)."""
+) -> StudyRun:
+    """Process one study version; returns what happened (for logs, the result and tests)."""
     received = time.time()
     bundle = runtime.bundle(runtime.settings.model_bundle)
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
         if study is None:
-            return "unknown study"
+            return StudyRun(TaskOutcome.UNKNOWN_STUDY)
         if study.version != version:
-            return f"stale version {version} (study is at {study.version})"
-        if study.state in (StudyState.IGNORED, StudyState.RECEIVING):
-            return f"study is {study.state.value}"
+            return StudyRun(TaskOutcome.STALE_VERSION, f"{version} (study is at {study.version})")
+        if not allowed(study.state, StudyState.PROCESSING):  # receiving again, or ignored
+            return StudyRun(TaskOutcome.NOT_READY, f"study is {study.state.value}")
         claim = claim_job(
             session,
             study_id=study_id,
@@ -188,7 +198,7 @@ def run_study(
         job_id, attempts = claim.job.id, claim.job.attempts
         if claim.already_predicted:
             session.commit()
-            return "already predicted"
+            return StudyRun(TaskOutcome.ALREADY_PREDICTED)
         completed_at: datetime | None = study.completed_at
         queued_at: datetime | None = study.updated_at if study.state == StudyState.QUEUED else None
         study_uid = study.study_instance_uid
@@ -201,8 +211,8 @@ def run_study(
                 job_id,
                 f"gave up after {attempts - 1} attempts (worker lost or crashed each time)",
             )
-            return "failed: too many attempts"
-        queries.set_study_state(session, study, StudyState.PROCESSING, f"attempt {attempts}")
+            return StudyRun(TaskOutcome.FAILED, "too many attempts")
+        transition(session, study, StudyState.PROCESSING, f"attempt {attempts}")
         record_event(
             session,
             AuditEventType.INFERENCE_STARTED,
@@ -220,7 +230,7 @@ def run_study(
     )
     if selection.series_uid is None:
         _fail(runtime, study_id, version, job_id, selection.reason)
-        return "failed: " + selection.reason
+        return StudyRun(TaskOutcome.FAILED, selection.reason)
     load_started = time.time()
     try:
         datasets = read_series(sorted(paths[selection.series_uid]))
@@ -230,7 +240,7 @@ def run_study(
         )
     except (StudyDataError, ValueError) as exc:
         _fail(runtime, study_id, version, job_id, str(exc))
-        return f"failed: {exc}"
+        return StudyRun(TaskOutcome.FAILED, str(exc))
     finished = time.time()
     timings = {
         "completed_at": completed_at.isoformat() if completed_at else None,
@@ -259,7 +269,7 @@ def run_study(
     )
     if runtime.settings.shadow_bundle is not None:
         _run_shadow(runtime, study_id, version, selection.series_uid, datasets, task_id)
-    return "predicted" if created else "already predicted"
+    return StudyRun(TaskOutcome.PREDICTED if created else TaskOutcome.ALREADY_PREDICTED)
 
 
 def _run_shadow(
@@ -315,6 +325,6 @@ def register_tasks(app: Celery) -> None:
         max_retries=10,
     )
     def process_study(self: Any, study_id: int, version: int) -> str:
-        outcome = run_study(study_id, version, runtime=get_runtime(), task_id=self.request.id)
-        log.info("study %d v%d: %s", study_id, version, outcome, extra={"task_id": self.request.id})
-        return outcome
+        run = run_study(study_id, version, runtime=get_runtime(), task_id=self.request.id)
+        log.info("study %d v%d: %s", study_id, version, run, extra={"task_id": self.request.id})
+        return str(run)
