@@ -34,6 +34,17 @@ def instance_exists(session: Session, sop_instance_uid: str) -> bool:
     return found is not None
 
 
+def recorded_sop_uids(session: Session, series_uid: str) -> set[str]:
+    """SOP Instance UIDs recorded for the series with this UID (empty if none)."""
+    return set(
+        session.scalars(
+            select(Instance.sop_instance_uid)
+            .join(Series, Series.id == Instance.series_id)
+            .where(Series.series_instance_uid == series_uid)
+        )
+    )
+
+
 def studies_in_states(session: Session, states: Iterable[StudyState]) -> Sequence[Study]:
     """Studies currently in any of ``states``, oldest first."""
     return session.scalars(

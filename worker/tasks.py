@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
+from db import queries
 from db.audit import record_event
-from db.models import Instance, Job, Prediction, Series, Study, utcnow
-from db.results import claim_job, store_prediction
+from db.models import Prediction, Series, Study
+from db.results import claim_job, finish_job, store_prediction
 from db.study_states import allowed, transition
 from db.vocabulary import AuditEventType, JobState, StudyState, TaskOutcome
 from triage.queue import PROCESS_STUDY_TASK
@@ -40,12 +41,10 @@ log = logging.getLogger(__name__)
 ACTOR = "worker"
 
 
-def _candidates(session: Any, study: Study) -> tuple[list[SeriesCandidate], dict[str, list[Path]]]:
-    rows = session.execute(
-        select(Series, Instance)
-        .join(Instance, Instance.series_id == Series.id)
-        .where(Series.study_id == study.id)
-    ).all()
+def _candidates(
+    session: Session, study: Study
+) -> tuple[list[SeriesCandidate], dict[str, list[Path]]]:
+    rows = queries.series_instances(session, study.id)
     slices: dict[str, list[SliceFacts]] = {}
     paths: dict[str, list[Path]] = {}
     meta: dict[str, Series] = {}
@@ -79,11 +78,7 @@ def _fail(
         if study.version == version and allowed(study.state, StudyState.FAILED):
             transition(session, study, StudyState.FAILED, reason[:2000])
         if job_id is not None:
-            job = session.get(Job, job_id)
-            if job is not None:
-                job.state = JobState.FAILED
-                job.reason = reason[:2000]
-                job.finished_at = utcnow()
+            finish_job(session, job_id, JobState.FAILED, reason[:2000])
         record_event(
             session,
             AuditEventType.INFERENCE_FAILED,
@@ -131,10 +126,7 @@ def _store(
                 timings=timings,
             ),
         )
-        job = session.get(Job, job_id)
-        if job is not None:
-            job.state = JobState.DONE
-            job.finished_at = utcnow()
+        finish_job(session, job_id, JobState.DONE)
         if created:
             # Only the main bundle's result for the current version moves the study, and
             # only where the table allows (not a study reopened or already delivered).
