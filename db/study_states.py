@@ -75,6 +75,9 @@ def transition(
 ) -> None:
     """Move ``study`` to ``to_state``, recording why and when (the caller commits).
 
+    ``session`` is the unit of work the move belongs to, so every move is a ``db`` call
+    made inside the caller's transaction (and can be audited from one place later).
+
     Raises
     ------
     IllegalTransition
