@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from db.vocabulary import AuditEventType, JobState, StudyState
+from db.vocabulary import AuditEventType, DeliveryState, JobState, Priority, StudyState
 
 UID = String(64)
 
@@ -54,11 +54,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
-def _enum(enum_cls: type) -> Enum:
+def _enum(enum_cls: type, length: int = 32) -> Enum:
+    """A vocabulary column stored as plain VARCHAR(length) text (no native type to migrate)."""
     return Enum(
         enum_cls,
         native_enum=False,
-        length=32,
+        length=length,
         values_callable=lambda members: [m.value for m in members],
         validate_strings=True,
     )
@@ -181,7 +182,7 @@ class Prediction(Base):
     probabilities: Mapped[dict[str, Any]] = mapped_column()
     flags: Mapped[dict[str, Any]] = mapped_column()
     thresholds: Mapped[dict[str, Any]] = mapped_column()
-    priority: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[Priority] = mapped_column(_enum(Priority, length=16))
     slice_scores: Mapped[list[Any]] = mapped_column()
     timings: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -200,7 +201,9 @@ class Delivery(Base):
     prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(32))
     destination: Mapped[str] = mapped_column(String(256))
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[DeliveryState] = mapped_column(
+        _enum(DeliveryState, length=16), default=DeliveryState.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None] = mapped_column()

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Instance, Series, Study, utcnow
+from db.study_states import require_move
 from db.vocabulary import StudyState
 
 
@@ -33,6 +34,17 @@ def instance_exists(session: Session, sop_instance_uid: str) -> bool:
     return found is not None
 
 
+def recorded_sop_uids(session: Session, series_uid: str) -> set[str]:
+    """SOP Instance UIDs recorded for the series with this UID (empty if none)."""
+    return set(
+        session.scalars(
+            select(Instance.sop_instance_uid)
+            .join(Series, Series.id == Instance.series_id)
+            .where(Series.series_instance_uid == series_uid)
+        )
+    )
+
+
 def studies_in_states(session: Session, states: Iterable[StudyState]) -> Sequence[Study]:
     """Studies currently in any of ``states``, oldest first."""
     return session.scalars(
@@ -48,15 +60,6 @@ def series_instances(session: Session, study_id: int) -> Sequence[tuple[Series, 
         .where(Series.study_id == study_id)
     ).all()
     return [(row[0], row[1]) for row in rows]
-
-
-def set_study_state(
-    session: Session, study: Study, state: StudyState, reason: str | None = None
-) -> None:
-    """Move a study to ``state`` (the one vocabulary), recording why."""
-    study.state = state
-    study.state_reason = reason
-    study.updated_at = utcnow()
 
 
 def study_summaries(session: Session) -> list[dict[str, Any]]:
@@ -101,7 +104,12 @@ def study_summaries(session: Session) -> list[dict[str, Any]]:
 
 
 def mark_queued_if_complete(session: Session, study_id: int, version: int) -> bool:
-    """Move a study from ``complete`` to ``queued`` unless a worker already moved it on."""
+    """Move a study from ``complete`` to ``queued`` unless a worker already moved it on.
+
+    A conditional update, not :func:`db.study_states.transition`, so a worker's faster move
+    is never overwritten; the move itself is still checked against the state table.
+    """
+    require_move(f"id {study_id}", StudyState.COMPLETE, StudyState.QUEUED)
     result = session.execute(
         update(Study)
         .where(Study.id == study_id, Study.version == version, Study.state == StudyState.COMPLETE)

@@ -88,6 +88,19 @@ def claim_job(
     return JobClaim(job, done)
 
 
+def finish_job(session: Session, job_id: int, state: JobState, reason: str | None = None) -> None:
+    """Close the job's run as ``done`` or ``failed`` with why (caller commits); no-op if gone."""
+    if state not in (JobState.DONE, JobState.FAILED):
+        raise ValueError(f"state must be done or failed to finish a job, got {state!r}")
+    job = session.get(Job, job_id)
+    if job is None:
+        return
+    job.state = state
+    if reason is not None:
+        job.reason = reason
+    job.finished_at = utcnow()
+
+
 def store_prediction(session: Session, prediction: Prediction) -> tuple[Prediction, bool]:
     """Insert ``prediction`` unless its key exists; returns (row, created)."""
     try:

@@ -1,4 +1,4 @@
-"""Closed vocabularies shared by every service: study states, job states, audit events.
+"""Closed vocabularies shared by every service: states, outcomes, priorities, audit events.
 
 One home for each word so the listener, worker, CLI and auditors all speak alike.
 """
@@ -19,6 +19,52 @@ class StudyState(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     IGNORED = "ignored"
+
+
+class CompletionBasis(StrEnum):
+    """Which completeness rule declared a study (or one series) complete.
+
+    Carried by ``listener.completion.Decision`` so callers never read the reason text.
+    """
+
+    IDLE_TIMER = "idle_timer"  # nothing arrived for stable_seconds
+    ANNOUNCED_COUNT = "announced_count"  # the scanner's Images in Acquisition arrived
+    SITE_COUNT = "site_count"  # the count a site configures arrived
+    GEOMETRY = "geometry"  # instances 1..n contiguous and evenly spaced
+
+    @property
+    def by_count(self) -> bool:
+        """A count is definitive, so a study whole by counts need not wait the quiet time."""
+        return self in (CompletionBasis.ANNOUNCED_COUNT, CompletionBasis.SITE_COUNT)
+
+
+class Priority(StrEnum):
+    """Worklist priority of a prediction, most pressing first (the order is the rank)."""
+
+    CRITICAL = "critical"
+    URGENT = "urgent"
+    ROUTINE = "routine"
+
+
+class DeliveryState(StrEnum):
+    """Where one delivery of a result (SR, HL7, webhook) stands in the outbox."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # this attempt failed; it will be retried
+    ABANDONED = "abandoned"  # retries exhausted; a person must look
+
+
+class TaskOutcome(StrEnum):
+    """What one run of the study task did (its log line and Celery result start with it)."""
+
+    PREDICTED = "predicted"
+    ALREADY_PREDICTED = "already predicted"
+    UNKNOWN_STUDY = "unknown study"
+    STALE_VERSION = "stale version"  # a newer version of the study has its own task
+    NOT_READY = "not ready"  # receiving again, or ignored by routing
+    FAILED = "failed"
 
 
 class JobState(StrEnum):

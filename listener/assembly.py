@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import queries
 from db.audit import record_event
 from db.models import Study, utcnow
+from db.study_states import transition
 from db.vocabulary import AuditEventType, StudyState
-from listener.completion import SeriesProgress, decide
+from listener.completion import Decision, SeriesProgress, decide
 from listener.routing import RoutingRule, SeriesFacts
 from triage.queue import Dispatcher
 
@@ -152,7 +153,7 @@ class StudyAssembler:
     def check_now(self) -> list[str]:
         """Complete every study whose policy says so; returns the completed UIDs."""
         now = time.monotonic()
-        due: list[tuple[OpenStudy, str]] = []
+        due: list[tuple[OpenStudy, Decision]] = []
         with self._lock:
             for uid, study in list(self._open.items()):
                 decision = decide(
@@ -164,11 +165,11 @@ class StudyAssembler:
                     site_expected=self._policy.site_expected,
                 )
                 if decision.complete:
-                    due.append((study, decision.reason))
+                    due.append((study, decision))
                     del self._open[uid]
-        for study, reason in due:
+        for study, decision in due:
             try:
-                self._complete(study, reason)
+                self._complete(study, decision)
             except Exception:
                 log.exception(
                     "could not complete study; will retry", extra={"study_uid": study.study_uid}
@@ -177,21 +178,22 @@ class StudyAssembler:
                     self._open.setdefault(study.study_uid, study)
         return [study.study_uid for study, _ in due]
 
-    def _complete(self, open_study: OpenStudy, reason: str) -> None:
+    def _complete(self, open_study: OpenStudy, decision: Decision) -> None:
+        reason = decision.reason
         with self._sessions() as session:
             study = session.get(Study, open_study.study_id)
             if study is None or study.state != StudyState.RECEIVING:
                 return
             study.version += 1
             study.completed_at = utcnow()
-            queries.set_study_state(session, study, StudyState.COMPLETE, reason)
+            transition(session, study, StudyState.COMPLETE, reason)
             updated = study.version > 1
             record_event(
                 session,
                 AuditEventType.STUDY_UPDATED if updated else AuditEventType.STUDY_COMPLETED,
                 actor=ACTOR,
                 study_instance_uid=study.study_instance_uid,
-                detail={"version": study.version, "reason": reason},
+                detail={"version": study.version, "reason": reason, "basis": decision.basis},
             )
             facts = [
                 SeriesFacts(s.modality, s.body_part, s.series_description, study.study_description)
@@ -199,7 +201,7 @@ class StudyAssembler:
             ]
             routed, why = self._rule.decide(facts)
             if not routed:
-                queries.set_study_state(session, study, StudyState.IGNORED, why)
+                transition(session, study, StudyState.IGNORED, why)
                 record_event(
                     session,
                     AuditEventType.STUDY_IGNORED,

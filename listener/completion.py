@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import median
 
+from db.vocabulary import CompletionBasis
+
 SPACING_TOLERANCE = 0.05  # relative deviation from the median step still "even"
 SPACING_ABS_TOLERANCE_MM = 0.05
 
@@ -41,9 +43,25 @@ class SeriesProgress:
 
 @dataclass(frozen=True)
 class Decision:
-    """The policy's answer: complete or not, and why (stored with the study)."""
+    """The policy's answer: complete or not, by which rule, and why in words.
+
+    ``basis`` is the rule that decided (None while waiting); ``reason`` is the text stored
+    with the study for people, never parsed by code.
+    """
 
     complete: bool
+    reason: str
+    basis: CompletionBasis | None = None
+
+
+WAITING = Decision(False, "waiting")
+
+
+@dataclass(frozen=True)
+class SeriesWhole:
+    """Why one series is whole: the rule, and the words for it."""
+
+    basis: CompletionBasis
     reason: str
 
 
@@ -61,10 +79,17 @@ def evenly_spaced(positions: Sequence[float]) -> bool:
 
 
 def series_whole(progress: SeriesProgress, site_expected: int = 0) -> str | None:
-    """Why the series is whole, or None when it may still be arriving."""
+    """Why the series is whole, in words, or None when it may still be arriving."""
+    whole = whole_by(progress, site_expected)
+    return whole.reason if whole else None
+
+
+def whole_by(progress: SeriesProgress, site_expected: int = 0) -> SeriesWhole | None:
+    """The rule by which the series is whole, or None when it may still be arriving."""
     expected = progress.expected or site_expected or None
     if expected is not None and progress.count >= expected:
-        return f"announced count {expected} arrived"
+        basis = CompletionBasis.ANNOUNCED_COUNT if progress.expected else CompletionBasis.SITE_COUNT
+        return SeriesWhole(basis, f"announced count {expected} arrived")
     numbers = progress.instance_numbers
     n = len(numbers)
     if n == 0 or n != progress.count or min(numbers) != 1 or max(numbers) != n:
@@ -75,7 +100,7 @@ def series_whole(progress: SeriesProgress, site_expected: int = 0) -> str | None
         return None
     if not evenly_spaced(list(progress.positions.values())):
         return None
-    return f"instances 1..{n} contiguous and evenly spaced"
+    return SeriesWhole(CompletionBasis.GEOMETRY, f"instances 1..{n} contiguous and evenly spaced")
 
 
 def decide(
@@ -94,21 +119,38 @@ def decide(
     whole by count the study completes after ``count_quiet_seconds`` (default: the shorter
     of 0.5 s and ``quiet_seconds``), leaving only room for a next series to begin; whole by
     geometry alone waits the full ``quiet_seconds``, since a pause mid-series looks the same.
+
+    The basis of a study whole by counts is ``ANNOUNCED_COUNT`` when every series announced
+    its own, ``SITE_COUNT`` when any relied on the site's; any series whole by geometry alone
+    makes the study's basis ``GEOMETRY``.
     """
     idle = now - last_received
     if idle >= stable_seconds:
-        return Decision(True, f"idle for {idle:.1f}s (stable_seconds={stable_seconds:g})")
+        return Decision(
+            True,
+            f"idle for {idle:.1f}s (stable_seconds={stable_seconds:g})",
+            CompletionBasis.IDLE_TIMER,
+        )
     if not series:
-        return Decision(False, "waiting")
+        return WAITING
     if count_quiet_seconds is None:
         count_quiet_seconds = min(0.5, quiet_seconds)
     if idle < min(count_quiet_seconds, quiet_seconds):
-        return Decision(False, "waiting")
-    reasons = [series_whole(s, site_expected) for s in series]
-    if not all(reasons):
-        return Decision(False, "waiting")
-    by_count = all(r is not None and r.startswith("announced count") for r in reasons)
+        return WAITING
+    wholes = [whole_by(s, site_expected) for s in series]
+    if any(w is None for w in wholes):
+        return WAITING
+    bases = {w.basis for w in wholes if w is not None}
+    by_count = all(b.by_count for b in bases)
     if by_count or idle >= quiet_seconds:
         how = "by announced count" if by_count else "by geometry"
-        return Decision(True, f"all {len(series)} series whole {how} after {idle:.1f}s quiet")
-    return Decision(False, "waiting")
+        if not by_count:
+            basis = CompletionBasis.GEOMETRY
+        elif CompletionBasis.SITE_COUNT in bases:
+            basis = CompletionBasis.SITE_COUNT
+        else:
+            basis = CompletionBasis.ANNOUNCED_COUNT
+        return Decision(
+            True, f"all {len(series)} series whole {how} after {idle:.1f}s quiet", basis
+        )
+    return WAITING

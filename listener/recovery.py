@@ -21,11 +21,10 @@ from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from db import queries
 from db.audit import record_event
-from db.models import Instance, Series
 from db.vocabulary import AuditEventType
 from listener.header import MalformedDatasetError, parse_header
 from listener.ingest import InstanceRecorder
@@ -57,17 +56,6 @@ def _recent_series_folders(spool: Spool, window: float) -> list[Path]:
     return folders
 
 
-def _recorded_sops(sessions: sessionmaker[Session], series_uid: str) -> set[str]:
-    with sessions() as session:
-        return set(
-            session.scalars(
-                select(Instance.sop_instance_uid)
-                .join(Series, Series.id == Instance.series_id)
-                .where(Series.series_instance_uid == series_uid)
-            )
-        )
-
-
 def recover_spool(
     spool: Spool,
     recorder: InstanceRecorder,
@@ -82,7 +70,8 @@ def recover_spool(
         removed += 1
     recorded = unreadable = 0
     for folder in _recent_series_folders(spool, window_seconds):
-        known = _recorded_sops(sessions, folder.name)
+        with sessions() as session:
+            known = queries.recorded_sop_uids(session, folder.name)
         for path in folder.glob("*.dcm"):
             if path.stem in known or not is_valid_uid(path.stem):
                 continue

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-PRIORITIES = ("critical", "urgent", "routine")
-PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
+from db.vocabulary import Priority
+
+PRIORITIES = tuple(Priority)
+PRIORITY_RANK = {priority: rank for rank, priority in enumerate(PRIORITIES)}
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Triage:
 
     flags: dict[str, bool]
     thresholds: dict[str, float]
-    priority: str
+    priority: Priority
 
 
 def triage(
@@ -36,9 +38,9 @@ def triage(
             thresholds[name] = float(value)
     flags = {name: probabilities[name] >= thresholds[name] for name in probabilities}
     if any(flags.values()):
-        priority = "critical"
+        priority = Priority.CRITICAL
     elif any(probabilities[n] >= thresholds[n] / 2 for n in probabilities):
-        priority = "urgent"
+        priority = Priority.URGENT
     else:
-        priority = "routine"
+        priority = Priority.ROUTINE
     return Triage(flags, thresholds, priority)

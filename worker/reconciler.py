@@ -15,9 +15,9 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import queries
 from db.audit import record_event
 from db.results import studies_to_requeue
+from db.study_states import transition
 from db.vocabulary import AuditEventType, StudyState
 from triage.queue import Dispatcher
 from triage.settings import Settings
@@ -44,7 +44,7 @@ def reconcile_once(
                 log.warning("re-queue failed (%s); will retry", type(exc).__name__)
                 break
             previous = study.state.value
-            queries.set_study_state(session, study, StudyState.QUEUED, f"re-queued from {previous}")
+            transition(session, study, StudyState.QUEUED, f"re-queued from {previous}")
             record_event(
                 session,
                 AuditEventType.STUDY_REQUEUED,

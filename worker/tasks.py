@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from db import queries
 from db.audit import record_event
-from db.models import Instance, Job, Prediction, Series, Study, utcnow
-from db.results import claim_job, store_prediction
-from db.vocabulary import AuditEventType, JobState, StudyState
+from db.models import Prediction, Series, Study
+from db.results import claim_job, finish_job, store_prediction
+from db.study_states import allowed, transition
+from db.vocabulary import AuditEventType, JobState, StudyState, TaskOutcome
 from triage.queue import PROCESS_STUDY_TASK
 from worker.priority import triage
 from worker.runtime import WorkerRuntime, get_runtime
@@ -54,13 +56,9 @@ MAX_LISTED_DROPS = 20
 
 
 def _candidates(
-    session: Any, study: Study
+    session: Session, study: Study
 ) -> tuple[list[SeriesCandidate], dict[str, dict[str, Path]]]:
-    rows = session.execute(
-        select(Series, Instance)
-        .join(Instance, Instance.series_id == Series.id)
-        .where(Series.study_id == study.id)
-    ).all()
+    rows = queries.series_instances(session, study.id)
     slices: dict[str, list[SliceFacts]] = {}
     paths: dict[str, dict[str, Path]] = {}  # series UID -> SOP Instance UID -> file
     meta: dict[str, Series] = {}
@@ -100,14 +98,12 @@ def _fail(
         study = session.get(Study, study_id)
         if study is None:
             return
-        if study.version == version:
-            queries.set_study_state(session, study, StudyState.FAILED, reason[:2000])
+        # Late images may have reopened the study meanwhile: its next version will run,
+        # so the table (receiving -/-> failed) leaves it receiving.
+        if study.version == version and allowed(study.state, StudyState.FAILED):
+            transition(session, study, StudyState.FAILED, reason[:2000])
         if job_id is not None:
-            job = session.get(Job, job_id)
-            if job is not None:
-                job.state = JobState.FAILED
-                job.reason = reason[:2000]
-                job.finished_at = utcnow()
+            finish_job(session, job_id, JobState.FAILED, reason[:2000])
         record_event(
             session,
             AuditEventType.INFERENCE_FAILED,
@@ -166,23 +162,16 @@ def _store(
                 timings=timings,
             ),
         )
-        job = session.get(Job, job_id)
-        if job is not None:
-            job.state = JobState.DONE
-            job.finished_at = utcnow()
+        finish_job(session, job_id, JobState.DONE)
         if created:
+            # Only the main bundle's result for the current version moves the study, and
+            # only where the table allows (not a study reopened or already delivered).
             if (
                 not shadow
                 and study.version == version
-                and study.state
-                in (
-                    StudyState.PROCESSING,
-                    StudyState.QUEUED,
-                    StudyState.COMPLETE,
-                    StudyState.FAILED,
-                )
+                and allowed(study.state, StudyState.PREDICTED)
             ):
-                queries.set_study_state(session, study, StudyState.PREDICTED, None)
+                transition(session, study, StudyState.PREDICTED, None)
             record_event(
                 session,
                 AuditEventType.PREDICTION_STORED,
@@ -202,20 +191,31 @@ def _store(
     return created
 
 
+@dataclass(frozen=True)
+class StudyRun:
+    """What one run of the study task did: the outcome, and for people the detail."""
+
+    outcome: TaskOutcome
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.outcome}: {self.detail}" if self.detail else str(self.outcome)
+
+
 def run_study(
     study_id: int, version: int, *, runtime: WorkerRuntime, task_id: str | None = None
-) -> str:
-    """Process one study version; returns what happened (for logs and tests)."""
+) -> StudyRun:
+    """Process one study version; returns what happened (for logs, the result and tests)."""
     received = time.time()
     bundle = runtime.bundle(runtime.settings.model_bundle)
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
         if study is None:
-            return "unknown study"
+            return StudyRun(TaskOutcome.UNKNOWN_STUDY)
         if study.version != version:
-            return f"stale version {version} (study is at {study.version})"
-        if study.state in (StudyState.IGNORED, StudyState.RECEIVING):
-            return f"study is {study.state.value}"
+            return StudyRun(TaskOutcome.STALE_VERSION, f"{version} (study is at {study.version})")
+        if not allowed(study.state, StudyState.PROCESSING):  # receiving again, or ignored
+            return StudyRun(TaskOutcome.NOT_READY, f"study is {study.state.value}")
         claim = claim_job(
             session,
             study_id=study_id,
@@ -227,7 +227,7 @@ def run_study(
         job_id, attempts = claim.job.id, claim.job.attempts
         if claim.already_predicted:
             session.commit()
-            return "already predicted"
+            return StudyRun(TaskOutcome.ALREADY_PREDICTED)
         completed_at: datetime | None = study.completed_at
         queued_at: datetime | None = study.updated_at if study.state == StudyState.QUEUED else None
         study_uid = study.study_instance_uid
@@ -240,8 +240,8 @@ def run_study(
                 job_id,
                 f"gave up after {attempts - 1} attempts (worker lost or crashed each time)",
             )
-            return "failed: too many attempts"
-        queries.set_study_state(session, study, StudyState.PROCESSING, f"attempt {attempts}")
+            return StudyRun(TaskOutcome.FAILED, "too many attempts")
+        transition(session, study, StudyState.PROCESSING, f"attempt {attempts}")
         record_event(
             session,
             AuditEventType.INFERENCE_STARTED,
@@ -259,7 +259,7 @@ def run_study(
     )
     if selection.series_uid is None:
         _fail(runtime, study_id, version, job_id, selection.reason)
-        return "failed: " + selection.reason
+        return StudyRun(TaskOutcome.FAILED, selection.reason)
     load_started = time.time()
     try:
         loaded_series = load_series(paths[selection.series_uid])
@@ -269,13 +269,13 @@ def run_study(
             refused = _refuse_after_drops(candidates, selection.series_uid, dropped, runtime)
             if refused is not None:
                 _fail(runtime, study_id, version, job_id, refused, dropped)
-                return "failed: " + refused
+                return StudyRun(TaskOutcome.FAILED, refused)
         result = infer_series(
             bundle, datasets, device=runtime.device, batch_size=runtime.batch_size
         )
     except (StudyDataError, ValueError) as exc:
         _fail(runtime, study_id, version, job_id, str(exc))
-        return f"failed: {exc}"
+        return StudyRun(TaskOutcome.FAILED, str(exc))
     finished = time.time()
     timings = {
         "completed_at": completed_at.isoformat() if completed_at else None,
@@ -305,7 +305,7 @@ def run_study(
     )
     if runtime.settings.shadow_bundle is not None:
         _run_shadow(runtime, study_id, version, selection.series_uid, datasets, task_id)
-    return "predicted" if created else "already predicted"
+    return StudyRun(TaskOutcome.PREDICTED if created else TaskOutcome.ALREADY_PREDICTED)
 
 
 def _refuse_after_drops(
@@ -388,6 +388,6 @@ def register_tasks(app: Celery) -> None:
         max_retries=10,
     )
     def process_study(self: Any, study_id: int, version: int) -> str:
-        outcome = run_study(study_id, version, runtime=get_runtime(), task_id=self.request.id)
-        log.info("study %d v%d: %s", study_id, version, outcome, extra={"task_id": self.request.id})
-        return outcome
+        run = run_study(study_id, version, runtime=get_runtime(), task_id=self.request.id)
+        log.info("study %d v%d: %s", study_id, version, run, extra={"task_id": self.request.id})
+        return str(run)

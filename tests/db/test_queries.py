@@ -76,18 +76,6 @@ def test_series_instances_lists_every_pair_of_one_study(session: Session) -> Non
     ]  # fmt: skip
 
 
-def test_set_study_state_records_reason_and_time(session: Session) -> None:
-    study = add_study(session, "4.1", series={})
-    before = study.updated_at
-    queries.set_study_state(session, study, StudyState.IGNORED, "not a head CT")
-    session.flush()
-    session.expire_all()
-    again = queries.find_study(session, "4.1")
-    assert again.state is StudyState.IGNORED
-    assert again.state_reason == "not a head CT"
-    assert again.updated_at >= before
-
-
 def test_study_summaries_count_series_and_instances(session: Session) -> None:
     add_study(session, "5.1", series={"5.1.1": 3, "5.1.2": 2}, calling_aet="CT1", minutes=1)
     add_study(session, "5.2", series={}, minutes=0)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from db.vocabulary import CompletionBasis
 from listener.completion import SeriesProgress, decide, evenly_spaced, series_whole
 from listener.header import InstanceHeader
 
@@ -184,3 +185,24 @@ def test_site_expected_count_reaches_the_study_decision() -> None:
     common = {"now": 5.0, "last_received": 0.0, "series": [series], "stable_seconds": 60.0}
     assert decide(quiet_seconds=1, site_expected=3, **common).complete  # type: ignore[arg-type]
     assert not decide(quiet_seconds=1, site_expected=0, **common).complete  # type: ignore[arg-type]
+
+
+def test_decision_names_the_rule_that_completed_the_study() -> None:
+    counted = SeriesProgress(expected=3)
+    site = SeriesProgress()
+    geometric = progress(list(range(1, 7)), axial(6))
+    for n in (1, 2, 3):
+        counted.add(n, None)
+        site.add(n, None)
+    timers = {"stable_seconds": 30.0, "quiet_seconds": 5.0}
+
+    def basis(series: list[SeriesProgress], idle: float, site_expected: int = 0):
+        return decide(
+            now=idle, last_received=0.0, series=series, site_expected=site_expected, **timers
+        ).basis
+
+    assert basis([counted], idle=1.0) is CompletionBasis.ANNOUNCED_COUNT
+    assert basis([counted, site], idle=1.0, site_expected=3) is CompletionBasis.SITE_COUNT
+    assert basis([counted, geometric], idle=1.0) is None  # geometry waits the quiet time
+    assert basis([counted, geometric], idle=5.0) is CompletionBasis.GEOMETRY
+    assert basis([geometric], idle=30.0) is CompletionBasis.IDLE_TIMER

@@ -15,11 +15,11 @@ from pydicom import dcmread
 from sqlalchemy import select
 
 from db.models import AuditEvent, Job, Prediction, Study
-from db.vocabulary import AuditEventType, StudyState
+from db.vocabulary import AuditEventType, StudyState, TaskOutcome
 from listener.service import start_listener
 from triage.settings import Settings
 from worker.runtime import WorkerRuntime
-from worker.tasks import run_study
+from worker.tasks import StudyRun, run_study
 
 
 def _receive(settings: Settings, files: list[Path], poll: Callable, send: Callable) -> int:
@@ -52,8 +52,8 @@ def _predictions(runtime: WorkerRuntime) -> list[Prediction]:
 def test_running_twice_stores_one_prediction_with_its_bundle(received):
     settings, study_id, study = received
     runtime = WorkerRuntime.from_settings(settings)
-    assert run_study(study_id, 1, runtime=runtime) == "predicted"
-    assert run_study(study_id, 1, runtime=runtime) == "already predicted"
+    assert run_study(study_id, 1, runtime=runtime).outcome is TaskOutcome.PREDICTED
+    assert run_study(study_id, 1, runtime=runtime).outcome is TaskOutcome.ALREADY_PREDICTED
 
     [prediction] = _predictions(runtime)
     bundle = runtime.bundle(settings.model_bundle)
@@ -87,7 +87,7 @@ def test_undecodable_study_fails_with_its_reason(received):
         path.write_bytes(data[: len(data) // 3])  # pixel data cut short
     runtime = WorkerRuntime.from_settings(settings)
     outcome = run_study(study_id, 1, runtime=runtime)
-    assert outcome.startswith("failed")
+    assert outcome.outcome is TaskOutcome.FAILED
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
         assert study.state == StudyState.FAILED
@@ -165,7 +165,9 @@ def test_poison_study_fails_after_the_attempt_cap(
             Job(study_id=study_id, study_version=1, bundle_sha256=bundle.sha256, attempts=2)
         )
         session.commit()
-    assert run_study(study_id, 1, runtime=runtime) == "failed: too many attempts"
+    assert run_study(study_id, 1, runtime=runtime) == StudyRun(
+        TaskOutcome.FAILED, "too many attempts"
+    )
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
         assert study.state == StudyState.FAILED
@@ -179,7 +181,7 @@ def test_stale_version_is_left_to_the_newer_task(received):
     with runtime.sessions() as session:
         session.get(Study, study_id).version = 2
         session.commit()
-    assert run_study(study_id, 1, runtime=runtime).startswith("stale version")
+    assert run_study(study_id, 1, runtime=runtime).outcome is TaskOutcome.STALE_VERSION
     assert _predictions(runtime) == []
 
 
@@ -191,7 +193,7 @@ def test_shadow_bundle_is_stored_marked_shadow(
         database_url=database_url, model_bundle=tiny_bundle, shadow_bundle=second_tiny_bundle
     )
     runtime = WorkerRuntime.from_settings(with_shadow)
-    assert run_study(study_id, 1, runtime=runtime) == "predicted"
+    assert run_study(study_id, 1, runtime=runtime).outcome is TaskOutcome.PREDICTED
     predictions = {p.bundle_name: p for p in _predictions(runtime)}
     assert set(predictions) == {"tiny-untrained", "tiny-shadow"}
     assert predictions["tiny-shadow"].shadow is True
@@ -259,6 +261,6 @@ def test_compressed_study_is_decoded_and_predicted(
         settings, compressed, poll, lambda port, files: send_study(port, files, (proposal,))
     )
     runtime = WorkerRuntime.from_settings(settings)
-    assert run_study(study_id, 1, runtime=runtime) == "predicted"
+    assert run_study(study_id, 1, runtime=runtime).outcome is TaskOutcome.PREDICTED
     [prediction] = _predictions(runtime)
     assert len(prediction.slice_scores) == 12
