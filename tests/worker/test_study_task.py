@@ -124,7 +124,7 @@ def test_one_truncated_slice_is_dropped_and_the_study_still_predicted(received):
     settings, study_id, study = received
     [bad_uid] = _truncate_pixel_data(settings, study.files[10:11])
     runtime = WorkerRuntime.from_settings(settings)
-    assert run_study(study_id, 1, runtime=runtime) == "predicted"
+    assert run_study(study_id, 1, runtime=runtime).outcome == TaskOutcome.PREDICTED
 
     [prediction] = _predictions(runtime)
     assert len(prediction.slice_scores) == len(study.files) - 1
@@ -142,7 +142,9 @@ def test_study_with_most_slices_broken_is_not_assessed_naming_the_count(received
     settings, study_id, study = received
     bad = _truncate_pixel_data(settings, study.files[::2])
     runtime = WorkerRuntime.from_settings(settings)
-    assert run_study(study_id, 1, runtime=runtime).startswith("failed: not assessed")
+    run = run_study(study_id, 1, runtime=runtime)
+    assert run.outcome == TaskOutcome.FAILED
+    assert run.detail is not None and run.detail.startswith("not assessed")
     state, reason = _state(runtime, study_id)
     assert state == StudyState.FAILED
     assert reason.startswith("not assessed: ")
