@@ -104,7 +104,9 @@ def _store(
     result: StudyResult,
     timings: dict[str, Any],
 ) -> bool:
-    verdict = triage(result.study_probabilities, bundle.thresholds, runtime.settings.thresholds)
+    verdict = triage(
+        result.study_probabilities, bundle.thresholds, runtime.settings.models.thresholds
+    )
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
         assert study is not None
@@ -168,7 +170,7 @@ def run_study(
 ) -> str:
     """Process one study version; returns what happened (for logs and tests)."""
     received = time.time()
-    bundle = runtime.bundle(runtime.settings.model_bundle)
+    bundle = runtime.bundle(runtime.settings.models.bundle)
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
         if study is None:
@@ -192,7 +194,7 @@ def run_study(
         completed_at: datetime | None = study.completed_at
         queued_at: datetime | None = study.updated_at if study.state == StudyState.QUEUED else None
         study_uid = study.study_instance_uid
-        if attempts > runtime.settings.max_attempts:
+        if attempts > runtime.settings.worker.max_attempts:
             session.commit()
             _fail(
                 runtime,
@@ -215,8 +217,8 @@ def run_study(
 
     selection = select_series(
         candidates,
-        min_slices=runtime.settings.series_min_slices,
-        max_tilt_degrees=runtime.settings.series_max_tilt_degrees,
+        min_slices=runtime.settings.worker.series_min_slices,
+        max_tilt_degrees=runtime.settings.worker.series_max_tilt_degrees,
     )
     if selection.series_uid is None:
         _fail(runtime, study_id, version, job_id, selection.reason)
@@ -257,7 +259,7 @@ def run_study(
         result=result,
         timings=timings,
     )
-    if runtime.settings.shadow_bundle is not None:
+    if runtime.settings.models.shadow_bundle is not None:
         _run_shadow(runtime, study_id, version, selection.series_uid, datasets, task_id)
     return "predicted" if created else "already predicted"
 
@@ -271,8 +273,8 @@ def _run_shadow(
     task_id: str | None,
 ) -> None:
     """Run the shadow bundle on the same slices; stored marked shadow, never delivered."""
-    assert runtime.settings.shadow_bundle is not None
-    shadow = runtime.bundle(runtime.settings.shadow_bundle)
+    assert runtime.settings.models.shadow_bundle is not None
+    shadow = runtime.bundle(runtime.settings.models.shadow_bundle)
     with runtime.sessions() as session:
         claim = claim_job(
             session,
