@@ -76,31 +76,32 @@ def build_ae(settings: Settings) -> AE:
         # DEBUG logs (and join each received data set to do so) even when those logs are
         # off; that was ~10% of a CT study's receive CPU. Kept when its logging is on.
         _config.LOG_HANDLER_LEVEL = "none"
-    ae = AE(ae_title=settings.ae_title)
+    ae = AE(ae_title=settings.dicom.ae_title)
     for context in AllStoragePresentationContexts:
         if context.abstract_syntax is None:  # pynetdicom builds each with its SOP class UID
             raise RuntimeError("pynetdicom storage context without an abstract syntax")
         ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    ae.maximum_pdu_size = settings.max_pdu
-    ae.acse_timeout = settings.acse_timeout
-    ae.dimse_timeout = settings.dimse_timeout
-    ae.network_timeout = settings.network_timeout
-    ae.maximum_associations = settings.max_associations
-    if settings.allowed_calling_aets:
-        ae.require_calling_aet = list(settings.allowed_calling_aets)
+    ae.maximum_pdu_size = settings.dicom.max_pdu
+    ae.acse_timeout = settings.dicom.acse_timeout
+    ae.dimse_timeout = settings.dicom.dimse_timeout
+    ae.network_timeout = settings.dicom.network_timeout
+    ae.maximum_associations = settings.dicom.max_associations
+    if settings.dicom.allowed_calling_aets:
+        ae.require_calling_aet = list(settings.dicom.allowed_calling_aets)
     return ae
 
 
 def receive_limits(settings: Settings) -> ReceiveLimits:
     """The receive path's bounds (:mod:`listener.fastpath.limits`) from the settings."""
+    dicom = settings.dicom
     return ReceiveLimits(
-        max_pdu=settings.max_pdu,
-        max_instance_bytes=settings.max_instance_bytes,
-        association_request_timeout=settings.association_request_timeout,
-        network_timeout=settings.network_timeout,
-        max_associations=settings.max_associations,
-        max_pending_connections=settings.max_pending_connections,
+        max_pdu=dicom.max_pdu,
+        max_instance_bytes=dicom.max_instance_bytes,
+        association_request_timeout=dicom.association_request_timeout,
+        network_timeout=dicom.network_timeout,
+        max_associations=dicom.max_associations,
+        max_pending_connections=dicom.max_pending_connections,
     )
 
 
@@ -146,7 +147,7 @@ def receive_path_handler(settings: Settings, ctx: StoreContext) -> type[RequestH
     whose ``EVT_C_STORE`` goes to :func:`listener.handlers.handle_store` with the data set
     in memory. Both end in :func:`listener.handlers.store_received`, so both store alike.
     """
-    if not settings.dicom_fast_path:
+    if not settings.dicom.fast_path:
         log.info("receive path: pynetdicom's stock receive path (dicom_fast_path is off)")
         return RequestHandler
     handler = make_request_handler(
@@ -168,11 +169,13 @@ def start_scp(settings: Settings, ctx: StoreContext, *, port: int | None = None)
         (evt.EVT_REJECTED, _audit_rejection, [ctx.sessions]),
     ]
     ssl_context = None
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        ssl_context = server_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
-    address = (settings.dicom_bind, settings.dicom_port if port is None else port)
+    if settings.dicom.tls_cert is not None and settings.dicom.tls_key is not None:
+        ssl_context = server_context(
+            settings.dicom.tls_cert, settings.dicom.tls_key, settings.dicom.tls_ca
+        )
+    address = (settings.dicom.bind, settings.dicom.port if port is None else port)
     # make_server (not start_server) so each connection gets the request handler of the
-    # receive path chosen by settings.dicom_fast_path.
+    # receive path chosen by settings.dicom.fast_path.
     server = ae.make_server(
         address,
         evt_handlers=handlers,
@@ -192,7 +195,7 @@ def start_scp(settings: Settings, ctx: StoreContext, *, port: int | None = None)
     ae._servers.append(server)  # as start_server does: shutdown() removes it again
     log.info(
         "listening as %s on %s:%d%s",
-        settings.ae_title,
+        settings.dicom.ae_title,
         address[0],
         server.server_address[1],
         " (TLS)" if ssl_context else "",

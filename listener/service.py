@@ -40,35 +40,39 @@ def start_listener(
     settings: Settings, *, dispatcher: Dispatcher | None = None, port: int | None = None
 ) -> ListenerService:
     """Migrate the database, resume incomplete studies and start serving."""
-    upgrade_to_head(settings.database_url)
+    upgrade_to_head(settings.database.url.get_secret_value())
     # The durable record of an instance is its fsynced spool file: a row lost to a power
     # cut before SQLite flushed it is rebuilt from the file by recover_spool at start-up,
     # so the listener's SQLite commits need not wait for the disk (WAL, synchronous=NORMAL).
-    engine = make_engine(settings.database_url, durable=False)
+    engine = make_engine(settings.database.url.get_secret_value(), durable=False)
     sessions = make_session_factory(engine)
     if dispatcher is None:
         dispatcher = StudyQueue(make_celery(settings))
     assembler = StudyAssembler(
         sessions,
         CompletionPolicy(
-            settings.stable_seconds, settings.quiet_seconds, settings.expected_instances
+            settings.completion.stable_seconds,
+            settings.completion.quiet_seconds,
+            settings.completion.expected_instances,
         ),
         RoutingRule.from_lists(
-            settings.route_modalities, settings.route_body_parts, settings.route_description_pattern
+            settings.routing.modalities,
+            settings.routing.body_parts,
+            settings.routing.description_pattern,
         ),
         dispatcher,
     )
-    spool = Spool(settings.spool_dir, fsync=settings.spool_fsync)
+    spool = Spool(settings.spool.dir, fsync=settings.spool.fsync)
     recorder = InstanceRecorder(sessions)
-    if settings.spool_recovery_hours > 0:
+    if settings.spool.recovery_hours > 0:
         recover_spool(
-            spool, recorder, sessions, window_seconds=settings.spool_recovery_hours * 3600
+            spool, recorder, sessions, window_seconds=settings.spool.recovery_hours * 3600
         )
     assembler.resume()
     assembler.start()
     ctx = StoreContext(
         spool=spool,
-        quarantine=Quarantine(settings.quarantine_dir),
+        quarantine=Quarantine(settings.spool.quarantine_dir),
         recorder=recorder,
         assembler=assembler,
         sessions=sessions,

@@ -13,7 +13,14 @@ from pathlib import Path
 import click
 
 from triage.logging_config import configure_logging
-from triage.settings import Settings, SettingsError, load_settings, settings_table
+from triage.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    mask_url,
+    settings_table,
+    settings_values,
+)
 
 
 def _settings() -> Settings:
@@ -55,7 +62,7 @@ def _start_reconciler(settings: Settings) -> None:
     from triage.queue import StudyQueue, make_celery
     from worker.reconciler import Reconciler
 
-    sessions = make_session_factory(make_engine(settings.database_url))
+    sessions = make_session_factory(make_engine(settings.database.url.get_secret_value()))
     Reconciler(sessions, StudyQueue(make_celery(settings)), settings).start()
 
 
@@ -82,7 +89,7 @@ def worker(pool: str, reconcile: bool) -> None:
     from db.migrate import upgrade_to_head
 
     settings = _settings()
-    upgrade_to_head(settings.database_url)
+    upgrade_to_head(settings.database.url.get_secret_value())
     if reconcile:
         _start_reconciler(settings)
     from triage.queue import INFERENCE_QUEUE
@@ -95,7 +102,7 @@ def worker(pool: str, reconcile: bool) -> None:
             "--queues",
             INFERENCE_QUEUE,
             "--concurrency",
-            str(settings.worker_concurrency),
+            str(settings.worker.concurrency),
             "--pool",
             pool,
             "--loglevel",
@@ -115,8 +122,9 @@ def serve() -> None:
     service = start_listener(settings)
     worker_process = subprocess.Popen([sys.executable, "-m", "triage.cli", "worker"])
     click.echo(
-        f"pacs-triage serving: DICOM {settings.ae_title}@{settings.dicom_bind}:{service.port}, "
-        f"database {settings.database_url.split('@')[-1]}, model bundle {settings.model_bundle}"
+        f"pacs-triage serving: DICOM {settings.dicom.ae_title}@{settings.dicom.bind}:{service.port}, "
+        f"database {mask_url(settings.database.url.get_secret_value())}, "
+        f"model bundle {settings.models.bundle}"
     )
     try:
         _wait_for_signal()
@@ -140,7 +148,7 @@ def db_upgrade() -> None:
     from db.migrate import upgrade_to_head
 
     settings = _settings()
-    upgrade_to_head(settings.database_url)
+    upgrade_to_head(settings.database.url.get_secret_value())
     click.echo("database is at the newest schema")
 
 
@@ -158,8 +166,8 @@ def audit_studies(fmt: str) -> None:
     from db.queries import study_summaries
 
     settings = _settings()
-    upgrade_to_head(settings.database_url)
-    sessions = make_session_factory(make_engine(settings.database_url))
+    upgrade_to_head(settings.database.url.get_secret_value())
+    sessions = make_session_factory(make_engine(settings.database.url.get_secret_value()))
     with sessions() as session:
         rows = study_summaries(session)
     if fmt == "json":
@@ -190,8 +198,8 @@ def audit_predictions(fmt: str, include_shadow: bool) -> None:
     from db.vocabulary import AuditEventType
 
     settings = _settings()
-    upgrade_to_head(settings.database_url)
-    sessions = make_session_factory(make_engine(settings.database_url))
+    upgrade_to_head(settings.database.url.get_secret_value())
+    sessions = make_session_factory(make_engine(settings.database.url.get_secret_value()))
     with sessions() as session:
         rows = latest_predictions(session, include_shadow=include_shadow)
         record_event(
@@ -256,10 +264,19 @@ def demo(write_dir: Path, slices: int, lesions: tuple[str, ...], seed: int | Non
 
 
 @main.command("settings")
-def show_settings() -> None:
-    """Print every setting with its environment variable and default."""
-    for env, default, description in settings_table():
-        click.echo(f"{env:<36} {default:<28} {description}")
+@click.option(
+    "--defaults",
+    is_flag=True,
+    help="List every variable with its default and meaning instead of the values in use.",
+)
+def show_settings(defaults: bool) -> None:
+    """Print the settings in use (environment, TOML file, derived), passwords masked."""
+    if defaults:
+        for env, default, description in settings_table():
+            click.echo(f"{env:<36} {default:<28} {description}")
+        return
+    for env, value in settings_values(_settings()):
+        click.echo(f"{env:<36} {value}")
 
 
 if __name__ == "__main__":

@@ -43,9 +43,11 @@ class StudyTaskArgs:
 
 def make_celery(settings: Settings) -> Celery:
     """Build a Celery app bound to ``settings``' broker, with exactly-once-friendly options."""
-    app = Celery("pacs_triage", broker=settings.broker_url, set_as_current=False)
-    transport_options: dict[str, object] = {"visibility_timeout": settings.visibility_timeout}
-    if settings.broker_url.startswith("filesystem://"):
+    app = Celery("pacs_triage", broker=settings.broker.url.get_secret_value(), set_as_current=False)
+    transport_options: dict[str, object] = {
+        "visibility_timeout": settings.broker.visibility_timeout
+    }
+    if settings.broker.url.get_secret_value().startswith("filesystem://"):
         folder = settings.broker_dir.resolve()
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -68,10 +70,10 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        task_time_limit=settings.task_time_limit,
-        task_soft_time_limit=settings.task_time_limit * 0.9,
+        task_time_limit=settings.worker.task_time_limit,
+        task_soft_time_limit=settings.worker.task_time_limit * 0.9,
         task_acks_on_failure_or_timeout=True,
-        worker_concurrency=settings.worker_concurrency,
+        worker_concurrency=settings.worker.concurrency,
         result_backend=None,
         task_ignore_result=True,
     )

@@ -1,47 +1,57 @@
 """The one settings object of pacs-triage.
 
 Every tunable comes from here: environment variables prefixed ``TRIAGE_``, an optional
-TOML file named by ``TRIAGE_CONFIG_FILE``, then the defaults below (embedded SQLite, a
-Celery transport that needs no server, the shipped demo model bundle). The object is
-built once per process by :func:`get_settings` and passed down explicitly; nothing
-reads the environment elsewhere.
+TOML file named by ``TRIAGE_CONFIG_FILE``, then the defaults (embedded SQLite, a Celery
+transport that needs no server, the shipped demo model bundle). The object is built once
+per process by :func:`get_settings` and passed down explicitly; nothing reads the
+environment elsewhere.
+
+The settings are grouped in sections (``settings.dicom.port``, ``settings.worker.concurrency``,
+see :mod:`triage.settings_sections`), but every setting keeps the flat environment name
+operators already use (``TRIAGE_DICOM_PORT``): sites deploy with those names, so a
+regrouping of the code must not break a deployment. The nested form
+(``TRIAGE_DICOM__PORT``, a ``[dicom]`` table in the TOML file) works as well. Flat names are
+also accepted as keyword arguments and TOML keys (``load_settings(dicom_port=104)``), and
+every error names the flat variable to fix.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
-ENV_PREFIX = "TRIAGE_"
-_AE_TITLE = re.compile(
-    r"^[\x20-\x5b\x5d-\x7e]{1,16}$"
-)  # default character repertoire, no backslash
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEMO_BUNDLE = PROJECT_ROOT / "worker" / "bundles" / "demo"
+from triage.settings_sections import (
+    PROJECT_ROOT,
+    BrokerSection,
+    CompletionSection,
+    DatabaseSection,
+    DicomSection,
+    ModelsSection,
+    RoutingSection,
+    SpoolSection,
+    WorkerSection,
+)
 
-CommaList = Annotated[list[str], NoDecode]
+ENV_PREFIX = "TRIAGE_"
+_SECRET_QUERY_KEYS = {"password", "passwd", "pwd", "secret", "token"}
 
 
 class SettingsError(ValueError):
     """A setting has a wrong value; the message names it by its environment variable."""
-
-
-def _split_comma(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
 
 
 class Settings(BaseSettings):
@@ -54,167 +64,39 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    # --- storage -------------------------------------------------------------------
     var_dir: Path = Field(Path("var"), description="Working directory for embedded defaults.")
-    database_url: str = Field(
-        "", description="SQLAlchemy URL; empty means SQLite at VAR_DIR/triage.sqlite."
-    )
-    spool_dir: Path = Field(Path("var/spool"), description="Where received instances are kept.")
-    quarantine_dir: Path = Field(
-        Path("var/quarantine"), description="Where rejected datasets are kept with the reason."
-    )
-    spool_fsync: bool = Field(True, description="fsync each instance before answering success.")
-    spool_recovery_hours: float = Field(
-        48.0,
-        ge=0,
-        description="At start, record spooled files changed this recently that lack a row (0 = off).",
-    )
+    spool: SpoolSection = Field(default_factory=SpoolSection)
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
+    broker: BrokerSection = Field(default_factory=BrokerSection)
+    dicom: DicomSection = Field(default_factory=DicomSection)
+    completion: CompletionSection = Field(default_factory=CompletionSection)
+    routing: RoutingSection = Field(default_factory=RoutingSection)
+    models: ModelsSection = Field(default_factory=ModelsSection)
+    worker: WorkerSection = Field(default_factory=WorkerSection)
 
-    # --- queue ---------------------------------------------------------------------
-    broker_url: str = Field(
-        "", description="Celery broker; empty means a file-system transport under VAR_DIR."
-    )
-
-    # --- DICOM listener ---------------------------------------------------------------
-    dicom_port: int = Field(11112, ge=1, le=65535, description="C-STORE SCP port.")
-    dicom_bind: str = Field("0.0.0.0", description="Address the SCP listens on.")
-    ae_title: str = Field("TRIAGE", description="Our AE title.")
-    allowed_calling_aets: CommaList = Field(
-        default_factory=list, description="Calling AE titles allowed in (comma list; empty = any)."
-    )
-    tls_cert: Path | None = Field(None, description="PEM certificate: enables TLS.")
-    tls_key: Path | None = Field(None, description="PEM private key for TLS_CERT.")
-    tls_ca: Path | None = Field(None, description="PEM CA bundle: requires client certificates.")
-    max_associations: int = Field(16, ge=1, le=512, description="Concurrent associations.")
-    acse_timeout: float = Field(30.0, gt=0, description="Seconds to wait for association messages.")
-    dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for DIMSE messages.")
-    network_timeout: float = Field(60.0, gt=0, description="Seconds of network silence allowed.")
-    max_pdu: int = Field(131072, ge=0, description="Maximum PDU size we receive (0 = unlimited).")
-    dicom_fast_path: bool = Field(
-        True, description="Streaming receive path (false = pynetdicom's stock receive path)."
-    )
-    association_request_timeout: float = Field(
-        5.0, gt=0, description="Seconds from TCP accept to a complete association request."
-    )
-    max_pending_connections: int = Field(
-        128,
-        ge=1,
-        le=4096,
-        description="Connections not yet associated (the oldest is closed when full).",
-    )
-    max_instance_bytes: int = Field(
-        2 * 1024**3,
-        ge=1024,
-        description="Largest data set of one C-STORE; larger ones are refused (bytes dropped).",
-    )
-
-    # --- study completion ----------------------------------------------------------
-    stable_seconds: float = Field(
-        60.0, gt=0, description="Idle time after the last instance before a study is complete."
-    )
-    quiet_seconds: float = Field(
-        3.0, ge=0, description="Quiet gap before a study whose series are all whole completes."
-    )
-    expected_instances: int = Field(
-        0, ge=0, description="Site-configured instance count of a whole series (0 = not used)."
-    )
-
-    # --- routing -------------------------------------------------------------------
-    route_modalities: CommaList = Field(
-        default_factory=lambda: ["CT"], description="Modalities sent to the stroke/ICH pipeline."
-    )
-    route_body_parts: CommaList = Field(
-        default_factory=lambda: ["HEAD", "BRAIN", "SKULL", "CEREBRUM"],
-        description="Body Part Examined values that count as head.",
-    )
-    route_description_pattern: str = Field(
-        r"(?i)\b(head|brain|cerebr|skull|neuro|stroke|kopf|schaedel|sch[aä]del|cr[aâ]ne)",
-        description="Regex on study/series description that counts as head.",
-    )
-
-    # --- models --------------------------------------------------------------------
-    model_bundle: Path = Field(DEMO_BUNDLE, description="Deployed model bundle directory.")
-    shadow_bundle: Path | None = Field(None, description="Second bundle run beside, never sent.")
-
-    # --- worker --------------------------------------------------------------------
-    worker_concurrency: int = Field(1, ge=1, le=64, description="Inference processes per worker.")
-    torch_threads: int = Field(
-        0, ge=0, le=256, description="CPU threads for torch (0 = all cores)."
-    )
-    inference_device: str = Field(
-        "auto",
-        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-        description="auto = CUDA when present, else CPU.",
-    )
-    inference_batch_size: int = Field(16, ge=1, le=4096, description="Slices per model batch.")
-    max_attempts: int = Field(
-        3, ge=1, le=20, description="Deliveries of a study task before it fails."
-    )
-    # A 2,000-slice study takes ~30 s on 2 CPU cores, so 10 minutes is a generous ceiling;
-    # the reconciler treats a study processing longer than this (+60 s) as lost.
-    task_time_limit: float = Field(600.0, gt=0, description="Hard limit for one study task (s).")
-    visibility_timeout: float = Field(
-        900.0, gt=0, description="Broker redelivery timeout; must exceed TASK_TIME_LIMIT."
-    )
-    reconcile_after_seconds: float = Field(
-        120.0, gt=0, description="Re-queue complete studies still without a result after this."
-    )
-    reconcile_interval_seconds: float = Field(
-        30.0, gt=0, description="How often the reconciler looks."
-    )
-    series_min_slices: int = Field(5, ge=1, description="Fewest slices a series needs to be read.")
-    series_max_tilt_degrees: float = Field(
-        35.0, ge=0, le=90, description="Largest gantry tilt a series may have and still be read."
-    )
-    thresholds: dict[str, float] = Field(
-        default_factory=dict, description="Site threshold overrides per class (JSON)."
-    )
-
-    @field_validator("allowed_calling_aets", "route_modalities", "route_body_parts", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _comma_lists(cls, value: Any) -> Any:
-        return _split_comma(value)
-
-    @field_validator("allowed_calling_aets")
-    @classmethod
-    def _valid_aets(cls, value: list[str]) -> list[str]:
-        for aet in value:
-            if not _AE_TITLE.match(aet):
-                raise ValueError(f"{aet!r} is not a valid AE title (1-16 characters, no '\\')")
-        return value
-
-    @field_validator("ae_title")
-    @classmethod
-    def _valid_ae_title(cls, value: str) -> str:
-        if not _AE_TITLE.match(value) or not value.strip():
-            raise ValueError(f"{value!r} is not a valid AE title (1-16 characters, no '\\')")
-        return value
-
-    @field_validator("route_description_pattern")
-    @classmethod
-    def _valid_regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from exc
-        return value
+    def _route_flat_names(cls, data: Any) -> Any:
+        # The sources already route their own keys; this covers Settings.model_validate().
+        return route_flat_names(data) if isinstance(data, Mapping) else data
 
     @model_validator(mode="after")
-    def _fill_defaults_and_check_tls(self) -> Settings:
-        if not self.database_url:
-            self.database_url = f"sqlite:///{(self.var_dir / 'triage.sqlite').as_posix()}"
-        if not self.broker_url:
-            self.broker_url = "filesystem://"
-        if self.visibility_timeout <= self.task_time_limit:
-            raise ValueError("visibility_timeout must exceed task_time_limit")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key must be given together")
-        if self.tls_ca is not None and self.tls_cert is None:
-            raise ValueError("tls_ca needs tls_cert and tls_key")
-        for name in ("tls_cert", "tls_key", "tls_ca"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"{name}: file {path} does not exist")
+    def _derive_and_cross_check(self) -> Settings:
+        # Folders follow VAR_DIR unless set: moving VAR_DIR must not leave the spool behind.
+        if "dir" not in self.spool.model_fields_set:
+            self.spool.dir = self.var_dir / "spool"
+        if "quarantine_dir" not in self.spool.model_fields_set:
+            self.spool.quarantine_dir = self.var_dir / "quarantine"
+        if not self.database.url.get_secret_value():
+            sqlite = f"sqlite:///{(self.var_dir / 'triage.sqlite').as_posix()}"
+            self.database.url = SecretStr(sqlite)
+        if not self.broker.url.get_secret_value():
+            self.broker.url = SecretStr("filesystem://")
+        # A redelivery before the hard limit would run a live task twice.
+        if self.broker.visibility_timeout <= self.worker.task_time_limit:
+            raise ValueError(
+                f"{ENV_PREFIX}VISIBILITY_TIMEOUT must exceed {ENV_PREFIX}TASK_TIME_LIMIT"
+            )
         return self
 
     @property
@@ -231,15 +113,112 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # Highest priority first. Flat keys are routed per source, before the sources are
+        # merged, so that an argument ``dicom_port`` beats an environment's TRIAGE_DICOM_PORT.
+        sources: list[PydanticBaseSettingsSource] = [
+            _FlatKeysRouted(init_settings),
+            env_settings,  # TRIAGE_VAR_DIR and the nested TRIAGE_DICOM__PORT form
+            FlatEnvSource(settings_cls),
+        ]
         config_file = os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file))
+            sources.append(_FlatKeysRouted(toml))
         return tuple(sources)
+
+
+def _flat_names() -> dict[str, tuple[str, str]]:
+    """Flat name (``dicom_port``) -> (section, field) for every sectioned setting."""
+    names: dict[str, tuple[str, str]] = {}
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for name, sub in model.model_fields.items():
+            extra = sub.json_schema_extra
+            flat = extra.get("env") if isinstance(extra, dict) else None
+            if not isinstance(flat, str) or flat.lower() in names:
+                raise TypeError(f"{section}.{name} needs a unique flat env name")
+            names[flat.lower()] = (section, name)
+    return names
+
+
+FLAT_NAMES = _flat_names()
+_FLAT_BY_PATH = {path: flat for flat, path in FLAT_NAMES.items()}
+
+
+def route_flat_names(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with flat keys (``dicom_port``) moved into their sections (``dicom.port``).
+
+    Within one source a flat key wins over the same setting given in its section. Unknown
+    keys stay where they are, so validation refuses them by name.
+    """
+    routed: dict[str, Any] = {}
+    flat: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if key.lower() in FLAT_NAMES:
+            flat.append((key.lower(), value))
+        elif isinstance(value, BaseModel):
+            routed[key] = value.model_dump(exclude_unset=True)
+        elif isinstance(value, Mapping):
+            routed[key] = dict(value)
+        else:
+            routed[key] = value
+    for key, value in flat:
+        section, name = FLAT_NAMES[key]
+        target = routed.get(section)
+        if not isinstance(target, dict):
+            target = routed[section] = {}
+        target[name] = value
+    return routed
+
+
+class FlatEnvSource(PydanticBaseSettingsSource):
+    """Reads each sectioned setting from its flat variable (``TRIAGE_DICOM_PORT``)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ does the whole job
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {key.upper(): value for key, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        for flat, (section, name) in FLAT_NAMES.items():
+            value = environ.get(f"{ENV_PREFIX}{flat.upper()}")
+            if value is not None:
+                values.setdefault(section, {})[name] = value
+        return values
+
+
+class _FlatKeysRouted(PydanticBaseSettingsSource):
+    """Another source (arguments, TOML file) with its flat keys routed into sections."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(inner.settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        return route_flat_names(self._inner())
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable an error location refers to (``TRIAGE_DICOM_PORT``)."""
+    if not loc:
+        return "settings"
+    if len(loc) >= 2 and (str(loc[0]), str(loc[1])) in _FLAT_BY_PATH:
+        return f"{ENV_PREFIX}{_FLAT_BY_PATH[str(loc[0]), str(loc[1])].upper()}"
+    if len(loc) >= 2 and str(loc[0]) in Settings.model_fields:  # unknown key in a section
+        return f"{ENV_PREFIX}{loc[0]}__{loc[1]}".upper()
+    return f"{ENV_PREFIX}{loc[0]}".upper()
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning validation errors into one message naming each setting.
+
+    Keyword arguments take flat names (``spool_dir=...``) or sections (``dicom={...}``)
+    and win over the environment and the TOML file.
 
     Raises
     ------
@@ -249,11 +228,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            loc = "__".join(str(part) for part in error["loc"]) or "settings"
-            name = f"{ENV_PREFIX}{loc.upper()}" if error["loc"] else "settings"
-            lines.append(f"{name}: {error['msg']}")
+        lines = [f"{env_name(error['loc'])}: {error['msg']}" for error in exc.errors()]
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
@@ -263,17 +238,77 @@ def get_settings() -> Settings:
     return load_settings()
 
 
+def mask_url(url: str) -> str:
+    """``url`` with its password shown as ``***``: URLs are printed and logged, secrets never."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "***"
+    masked = url
+    if password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        masked = masked.replace(f"//{parts.netloc}", f"//{parts.username or ''}:***@{host}", 1)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key.lower() in _SECRET_QUERY_KEYS for key, _ in pairs):
+        query = urlencode(
+            [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*"
+        )
+        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
+    return masked
+
+
+def _shown(value: Any, *, relative: bool = False) -> str:
+    """A value as text for a table; secrets masked, paths under the project relative if asked."""
+    if isinstance(value, SecretStr):
+        return mask_url(value.get_secret_value())
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, Path) and relative and value.is_relative_to(PROJECT_ROOT):
+        return value.relative_to(PROJECT_ROOT).as_posix()
+    return "" if value is None else str(value)
+
+
+def _rows() -> list[tuple[str, str | None, FieldInfo]]:
+    """(flat name, section or None, field) for every setting, in declaration order."""
+    rows: list[tuple[str, str | None, FieldInfo]] = []
+    for name, field in Settings.model_fields.items():
+        if name not in {section for section, _ in FLAT_NAMES.values()}:
+            rows.append((name, None, field))
+    for flat, (section, name) in FLAT_NAMES.items():
+        model = Settings.model_fields[section].annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        rows.append((flat, section, model.model_fields[name]))
+    return rows
+
+
 def settings_table() -> list[tuple[str, str, str]]:
     """(environment variable, default, description) for every setting, for docs and --help."""
-    rows = []
-    for name, field in Settings.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        if isinstance(default, list):
-            default = ",".join(default)
-        if isinstance(default, Path):
-            try:
-                default = default.relative_to(PROJECT_ROOT).as_posix()
-            except ValueError:
-                default = str(default)
-        rows.append((f"{ENV_PREFIX}{name.upper()}", str(default), field.description or ""))
-    return rows
+    return [
+        (
+            f"{ENV_PREFIX}{flat.upper()}",
+            _shown(field.get_default(call_default_factory=True), relative=True),
+            field.description or "",
+        )
+        for flat, _, field in _rows()
+    ]
+
+
+def settings_values(settings: Settings) -> list[tuple[str, str]]:
+    """(environment variable, value in use) for every setting, secrets masked."""
+    values = []
+    for flat, section, _ in _rows():
+        if section is None:
+            value = getattr(settings, flat)
+        else:
+            value = getattr(getattr(settings, section), FLAT_NAMES[flat][1])
+        values.append((f"{ENV_PREFIX}{flat.upper()}", _shown(value)))
+    return values
+
+
+def setting_path(env: str) -> str:
+    """The attribute path of an environment variable (``TRIAGE_DICOM_PORT`` -> ``dicom.port``)."""
+    flat = env.removeprefix(ENV_PREFIX).lower()
+    return ".".join(FLAT_NAMES.get(flat, (flat,)))

@@ -25,9 +25,9 @@ register_tasks(app)
 def preload_bundles() -> None:
     """Load the deployed (and shadow) bundle into this process."""
     runtime = get_runtime()
-    runtime.bundle(runtime.settings.model_bundle)
-    if runtime.settings.shadow_bundle is not None:
-        runtime.bundle(runtime.settings.shadow_bundle)
+    runtime.bundle(runtime.settings.models.bundle)
+    if runtime.settings.models.shadow_bundle is not None:
+        runtime.bundle(runtime.settings.models.shadow_bundle)
 
 
 @worker_process_init.connect

@@ -34,8 +34,8 @@ def reconcile_once(
     with sessions() as session:
         studies = studies_to_requeue(
             session,
-            older_than=timedelta(seconds=settings.reconcile_after_seconds),
-            stuck_after=timedelta(seconds=settings.task_time_limit + 60),
+            older_than=timedelta(seconds=settings.worker.reconcile_after_seconds),
+            stuck_after=timedelta(seconds=settings.worker.task_time_limit + 60),
         )
         for study in studies:
             try:
@@ -78,7 +78,7 @@ class Reconciler:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._settings.reconcile_interval_seconds):
+        while not self._stop.wait(self._settings.worker.reconcile_interval_seconds):
             try:
                 reconcile_once(self._sessions, self._dispatch, self._settings)
             except Exception:

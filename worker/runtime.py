@@ -69,10 +69,12 @@ class WorkerRuntime:
         """Build a runtime (engine, device, torch threads) for ``settings``."""
         import torch
 
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        engine = make_engine(settings.database_url)
-        return cls(settings, make_session_factory(engine), choose_device(settings.inference_device))
+        if settings.worker.torch_threads:
+            torch.set_num_threads(settings.worker.torch_threads)
+        engine = make_engine(settings.database.url.get_secret_value())
+        return cls(
+            settings, make_session_factory(engine), choose_device(settings.worker.inference_device)
+        )
 
     @property
     def batch_size(self) -> int:
@@ -86,8 +88,8 @@ class WorkerRuntime:
             import torch
 
             total = torch.cuda.get_device_properties(torch.device(self.device)).total_memory
-            return max(self.settings.inference_batch_size, min(1024, total // (64 << 20)))
-        return self.settings.inference_batch_size
+            return max(self.settings.worker.batch_size, min(1024, total // (64 << 20)))
+        return self.settings.worker.batch_size
 
 
 _runtime: dict[int, WorkerRuntime] = {}

@@ -138,7 +138,9 @@ def _store(
     result: StudyResult,
     timings: dict[str, Any],
 ) -> bool:
-    verdict = triage(result.study_probabilities, bundle.thresholds, runtime.settings.thresholds)
+    verdict = triage(
+        result.study_probabilities, bundle.thresholds, runtime.settings.models.thresholds
+    )
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
         assert study is not None
@@ -207,7 +209,7 @@ def run_study(
 ) -> StudyRun:
     """Process one study version; returns what happened (for logs, the result and tests)."""
     received = time.time()
-    bundle = runtime.bundle(runtime.settings.model_bundle)
+    bundle = runtime.bundle(runtime.settings.models.bundle)
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
         if study is None:
@@ -231,7 +233,7 @@ def run_study(
         completed_at: datetime | None = study.completed_at
         queued_at: datetime | None = study.updated_at if study.state == StudyState.QUEUED else None
         study_uid = study.study_instance_uid
-        if attempts > runtime.settings.max_attempts:
+        if attempts > runtime.settings.worker.max_attempts:
             session.commit()
             _fail(
                 runtime,
@@ -254,8 +256,8 @@ def run_study(
 
     selection = select_series(
         candidates,
-        min_slices=runtime.settings.series_min_slices,
-        max_tilt_degrees=runtime.settings.series_max_tilt_degrees,
+        min_slices=runtime.settings.worker.series_min_slices,
+        max_tilt_degrees=runtime.settings.worker.series_max_tilt_degrees,
     )
     if selection.series_uid is None:
         _fail(runtime, study_id, version, job_id, selection.reason)
@@ -303,7 +305,7 @@ def run_study(
         result=result,
         timings=timings,
     )
-    if runtime.settings.shadow_bundle is not None:
+    if runtime.settings.models.shadow_bundle is not None:
         _run_shadow(runtime, study_id, version, selection.series_uid, datasets, task_id)
     return StudyRun(TaskOutcome.PREDICTED if created else TaskOutcome.ALREADY_PREDICTED)
 
@@ -319,7 +321,7 @@ def _refuse_after_drops(
     why = why_not_after_drops(
         chosen.slices,
         {d.sop_instance_uid for d in dropped},
-        min_slices=runtime.settings.series_min_slices,
+        min_slices=runtime.settings.worker.series_min_slices,
     )
     log.warning(
         "series %s: dropped %d undecodable slices; %s",
@@ -344,8 +346,8 @@ def _run_shadow(
     task_id: str | None,
 ) -> None:
     """Run the shadow bundle on the same slices; stored marked shadow, never delivered."""
-    assert runtime.settings.shadow_bundle is not None
-    shadow = runtime.bundle(runtime.settings.shadow_bundle)
+    assert runtime.settings.models.shadow_bundle is not None
+    shadow = runtime.bundle(runtime.settings.models.shadow_bundle)
     with runtime.sessions() as session:
         claim = claim_job(
             session,

@@ -66,7 +66,7 @@ def test_whole_study_is_stored_and_completed_once_by_series_rule(
 
     instances = recorded.instances(head_ct.study_uid)
     assert [i.instance_number for i in instances] == list(range(1, 41))
-    spool = settings.spool_dir
+    spool = settings.spool.dir
     stored = sorted(p for p in spool.rglob("*") if p.is_file())
     assert len(stored) == 40
     for original in head_ct.files:
@@ -98,7 +98,7 @@ def test_resent_instances_are_not_duplicated_nor_completed_again(
     time.sleep(0.5)  # several quiet periods and completion ticks: no second completion may fire
     assert dispatcher.versions(head_ct.study_uid) == [1]
     assert recorded.instance_count() == 40
-    assert len([p for p in settings.spool_dir.rglob("*") if p.is_file()]) == 40
+    assert len([p for p in settings.spool.dir.rglob("*") if p.is_file()]) == 40
     assert recorded.study(head_ct.study_uid).version == 1
 
 

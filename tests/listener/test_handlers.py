@@ -96,7 +96,7 @@ def test_bad_dataset_is_refused_quarantined_and_next_study_is_stored(
     assert send_raw(service.port, [bad]) == [status]
     assert send_raw(service.port, [DATA / "ct_head_16x16.dcm"], aet="GOODSCU") == [SUCCESS]
 
-    quarantined = sorted(settings.quarantine_dir.glob("*.json"))
+    quarantined = sorted(settings.spool.quarantine_dir.glob("*.json"))
     assert len(quarantined) == 1
     why = json.loads(quarantined[0].read_text())
     assert reason in why["reason"]
@@ -107,14 +107,14 @@ def test_bad_dataset_is_refused_quarantined_and_next_study_is_stored(
     events = recorded.events(AuditEventType.INSTANCE_QUARANTINED)
     assert [e.detail["status"] for e in events] == [status]
 
-    spooled = [p for p in settings.spool_dir.rglob("*") if p.is_file()]
+    spooled = [p for p in settings.spool.dir.rglob("*") if p.is_file()]
     assert [p.name for p in spooled] == ["1.2.826.0.1.3680043.8.498.7771.3.1.dcm"]
     written = {p for p in tmp_path.rglob("*") if p.is_file()} - before
     outside = [
         p
         for p in written
-        if not p.is_relative_to(settings.spool_dir)
-        and not p.is_relative_to(settings.quarantine_dir)
+        if not p.is_relative_to(settings.spool.dir)
+        and not p.is_relative_to(settings.spool.quarantine_dir)
         and not p.name.startswith("triage.sqlite")
     ]
     assert outside == [], "nothing may be written outside the spool and quarantine"

@@ -217,10 +217,10 @@ def test_instance_over_the_size_bound_is_refused_and_its_bytes_dropped(
     sent = storescu(service.port, study.files, args=["-v"])
     assert not sent.ok
     assert "outofresources" in sent.output.lower().replace(" ", ""), sent.output
-    reasons = [json.loads(p.read_text()) for p in settings.quarantine_dir.rglob("*.json")]
+    reasons = [json.loads(p.read_text()) for p in settings.spool.quarantine_dir.rglob("*.json")]
     assert any("larger than 65536 bytes" in json.dumps(r) for r in reasons), reasons
-    assert not list(settings.spool_dir.rglob("*.dcm")), "an oversized instance reached the spool"
-    leftovers = [p for p in settings.spool_dir.rglob("*") if p.is_file()]
+    assert not list(settings.spool.dir.rglob("*.dcm")), "an oversized instance reached the spool"
+    leftovers = [p for p in settings.spool.dir.rglob("*") if p.is_file()]
     assert leftovers == [], f"temporary files left behind: {leftovers}"
 
 
@@ -254,7 +254,7 @@ def test_a_bad_affected_uid_gets_a_failure_answer(
         raw.sendall(hostile.pdata(context_id, 0x03, hostile.store_command(sop_class, sop_instance)))
         raw.sendall(hostile.pdata(context_id, 0x02, dataset))
         assert hostile.response_status(assoc) == expected
-    assert list(settings.quarantine_dir.rglob("*.json")), "the refused dataset was not kept"
+    assert list(settings.spool.quarantine_dir.rglob("*.json")), "the refused dataset was not kept"
 
 
 def test_every_one_instance_association_gets_exactly_one_answer(

@@ -93,8 +93,8 @@ def test_both_paths_store_the_same_bytes(
         sent = storescu(run_listener(settings).port, study.files)
         assert sent.ok, sent.output
         stored[fast] = {
-            str(p.relative_to(settings.spool_dir)): p.read_bytes()
-            for p in settings.spool_dir.rglob("*")
+            str(p.relative_to(settings.spool.dir)): p.read_bytes()
+            for p in settings.spool.dir.rglob("*")
             if p.is_file() and not p.name.startswith(".")
         }
 

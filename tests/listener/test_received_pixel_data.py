@@ -80,10 +80,10 @@ def test_pixel_data_that_does_not_match_its_header_is_refused_and_quarantined(
     with peer.associated(service.port) as assoc:
         status = peer.store_raw(assoc, sop_uid, _mutant(mutant))
     assert status == CANNOT_UNDERSTAND
-    reasons = [json.loads(p.read_text()) for p in settings.quarantine_dir.rglob("*.json")]
+    reasons = [json.loads(p.read_text()) for p in settings.spool.quarantine_dir.rglob("*.json")]
     assert len(reasons) == 1, reasons
     assert "Pixel Data" in json.dumps(reasons[0])
-    assert not list(settings.spool_dir.rglob("*.dcm"))
+    assert not list(settings.spool.dir.rglob("*.dcm"))
 
 
 def test_explicit_vr_data_set_on_an_implicit_vr_context_is_refused(
@@ -95,7 +95,7 @@ def test_explicit_vr_data_set_on_an_implicit_vr_context_is_refused(
     with peer.associated(service.port, syntax=ImplicitVRLittleEndian) as assoc:
         status = peer.store_raw(assoc, sop_uid, explicit)
     assert status == CANNOT_UNDERSTAND
-    reasons = [p.read_text() for p in settings.quarantine_dir.rglob("*.json")]
+    reasons = [p.read_text() for p in settings.spool.quarantine_dir.rglob("*.json")]
     assert any("Explicit VR on an Implicit VR" in r for r in reasons), reasons
 
 
@@ -121,6 +121,6 @@ def test_the_unmutated_slice_sent_the_same_way_is_stored(
     with peer.associated(service.port, syntax=syntax) as assoc:
         status = peer.store_raw(assoc, sop_uid, data)
     assert status == SUCCESS
-    stored = list(settings.spool_dir.rglob("*.dcm"))
+    stored = list(settings.spool.dir.rglob("*.dcm"))
     assert len(stored) == 1
     assert pydicom.dcmread(stored[0]).pixel_array.shape == (16, 16)

@@ -37,7 +37,7 @@ def test_spooled_instances_without_rows_are_recorded_and_temporaries_removed(
     with Session(recorded.engine) as session:
         session.execute(delete(Instance).where(Instance.sop_instance_uid.in_(lost)))
         session.commit()
-    leftover = settings.spool_dir / ".incoming" / "crashed.tmp"
+    leftover = settings.spool.dir / ".incoming" / "crashed.tmp"
     leftover.write_bytes(b"half an instance")
 
     service = start_listener(settings, dispatcher=dispatcher, port=0)

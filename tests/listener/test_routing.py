@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from listener.routing import RoutingRule, SeriesFacts
-from triage.settings import Settings
+from triage.settings_sections import RoutingSection
 
-DEFAULTS = Settings.model_fields
+DEFAULTS = RoutingSection.model_fields
 RULE = RoutingRule.from_lists(
-    DEFAULTS["route_modalities"].get_default(call_default_factory=True),
-    DEFAULTS["route_body_parts"].get_default(call_default_factory=True),
-    DEFAULTS["route_description_pattern"].get_default(),
+    DEFAULTS["modalities"].get_default(call_default_factory=True),
+    DEFAULTS["body_parts"].get_default(call_default_factory=True),
+    DEFAULTS["description_pattern"].get_default(),
 )
 
 

@@ -97,21 +97,21 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
     env.update(
         TRIAGE_VAR_DIR=str(settings.var_dir),
-        TRIAGE_DATABASE_URL=settings.database_url,
-        TRIAGE_BROKER_URL=settings.broker_url,
-        TRIAGE_SPOOL_DIR=str(settings.spool_dir),
-        TRIAGE_QUARANTINE_DIR=str(settings.quarantine_dir),
-        TRIAGE_MODEL_BUNDLE=str(settings.model_bundle),
+        TRIAGE_DATABASE_URL=settings.database.url.get_secret_value(),
+        TRIAGE_BROKER_URL=settings.broker.url.get_secret_value(),
+        TRIAGE_SPOOL_DIR=str(settings.spool.dir),
+        TRIAGE_QUARANTINE_DIR=str(settings.spool.quarantine_dir),
+        TRIAGE_MODEL_BUNDLE=str(settings.models.bundle),
         TRIAGE_TORCH_THREADS="2",
-        TRIAGE_MAX_ATTEMPTS=str(settings.max_attempts),
-        TRIAGE_RECONCILE_AFTER_SECONDS=str(settings.reconcile_after_seconds),
-        TRIAGE_RECONCILE_INTERVAL_SECONDS=str(settings.reconcile_interval_seconds),
-        TRIAGE_TASK_TIME_LIMIT=str(settings.task_time_limit),
-        TRIAGE_VISIBILITY_TIMEOUT=str(settings.visibility_timeout),
+        TRIAGE_MAX_ATTEMPTS=str(settings.worker.max_attempts),
+        TRIAGE_RECONCILE_AFTER_SECONDS=str(settings.worker.reconcile_after_seconds),
+        TRIAGE_RECONCILE_INTERVAL_SECONDS=str(settings.worker.reconcile_interval_seconds),
+        TRIAGE_TASK_TIME_LIMIT=str(settings.worker.task_time_limit),
+        TRIAGE_VISIBILITY_TIMEOUT=str(settings.broker.visibility_timeout),
         PYTHONUNBUFFERED="1",
     )
-    if settings.shadow_bundle is not None:
-        env["TRIAGE_SHADOW_BUNDLE"] = str(settings.shadow_bundle)
+    if settings.models.shadow_bundle is not None:
+        env["TRIAGE_SHADOW_BUNDLE"] = str(settings.models.shadow_bundle)
     return env
 
 
@@ -179,19 +179,19 @@ def send_study() -> Callable[..., None]:
 
 
 def predictions(settings: Settings) -> list[Prediction]:
-    sessions = make_session_factory(make_engine(settings.database_url))
+    sessions = make_session_factory(make_engine(settings.database.url.get_secret_value()))
     with sessions() as session:
         return list(session.scalars(select(Prediction).order_by(Prediction.id)))
 
 
 def study_states(settings: Settings) -> dict[str, str]:
-    sessions = make_session_factory(make_engine(settings.database_url))
+    sessions = make_session_factory(make_engine(settings.database.url.get_secret_value()))
     with sessions() as session:
         return {s.study_instance_uid: s.state.value for s in session.scalars(select(Study))}
 
 
 def prediction_count(settings: Settings) -> int:
-    sessions = make_session_factory(make_engine(settings.database_url))
+    sessions = make_session_factory(make_engine(settings.database.url.get_secret_value()))
     with sessions() as session:
         return int(session.scalar(select(func.count(Prediction.id))) or 0)
 

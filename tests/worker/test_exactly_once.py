@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 def _sessions(settings):
-    return make_session_factory(make_engine(settings.database_url))
+    return make_session_factory(make_engine(settings.database.url.get_secret_value()))
 
 
 def _state(settings, study_uid):

@@ -49,7 +49,7 @@ def test_sent_study_gets_one_prediction_flagging_its_lesion(
 ):
     settings = pipeline_settings
     study = lesion_studies(lesion, seed=41, slices=32)
-    sessions = make_session_factory(make_engine(settings.database_url))
+    sessions = make_session_factory(make_engine(settings.database.url.get_secret_value()))
 
     def stored() -> list[Prediction]:
         with sessions() as session:

@@ -56,7 +56,7 @@ def test_running_twice_stores_one_prediction_with_its_bundle(received):
     assert run_study(study_id, 1, runtime=runtime).outcome is TaskOutcome.ALREADY_PREDICTED
 
     [prediction] = _predictions(runtime)
-    bundle = runtime.bundle(settings.model_bundle)
+    bundle = runtime.bundle(settings.models.bundle)
     assert prediction.bundle_sha256 == bundle.sha256
     assert (prediction.bundle_name, prediction.bundle_version) == ("tiny-untrained", "1")
     assert prediction.synthetic_demo is True
@@ -82,7 +82,7 @@ def test_slice_scores_are_in_patient_axis_order(received):
 
 def test_undecodable_study_fails_with_its_reason(received):
     settings, study_id, _ = received
-    for path in settings.spool_dir.rglob("*.dcm"):
+    for path in settings.spool.dir.rglob("*.dcm"):
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 3])  # pixel data cut short
     runtime = WorkerRuntime.from_settings(settings)
@@ -101,7 +101,7 @@ def _truncate_pixel_data(settings: Settings, files: list[Path]) -> list[str]:
     """Cut the Pixel Data of these spooled slices in half (a valid file, undecodable)."""
     uids = []
     for original in files:
-        [spooled] = settings.spool_dir.rglob(original.name)
+        [spooled] = settings.spool.dir.rglob(original.name)
         ds = dcmread(spooled)
         ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
         ds.save_as(spooled)
@@ -161,7 +161,7 @@ def test_poison_study_fails_after_the_attempt_cap(
     settings, study_id, _ = received
     capped = make_settings(database_url=database_url, model_bundle=tiny_bundle, max_attempts=2)
     runtime = WorkerRuntime.from_settings(capped)
-    bundle = runtime.bundle(capped.model_bundle)
+    bundle = runtime.bundle(capped.models.bundle)
     with runtime.sessions() as session:  # two deliveries already died mid-inference
         session.add(
             Job(study_id=study_id, study_version=1, bundle_sha256=bundle.sha256, attempts=2)
@@ -214,13 +214,13 @@ def test_audit_predictions_names_the_bundle_and_is_itself_audited(received, monk
     settings, study_id, study = received
     runtime = WorkerRuntime.from_settings(settings)
     run_study(study_id, 1, runtime=runtime)
-    monkeypatch.setenv("TRIAGE_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", settings.database.url.get_secret_value())
     monkeypatch.setenv("TRIAGE_VAR_DIR", str(settings.var_dir))
     get_settings.cache_clear()
     result = CliRunner().invoke(main, ["audit", "predictions", "--format", "json"])
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.output)
-    bundle = runtime.bundle(settings.model_bundle)
+    bundle = runtime.bundle(settings.models.bundle)
     assert row["study_instance_uid"] == study.study_uid
     assert row["bundle_sha256"] == bundle.sha256
     assert row["synthetic_demo"] is True
