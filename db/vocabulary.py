@@ -88,6 +88,7 @@ class AuditEventType(StrEnum):
     STUDY_UPDATED = "study_updated"
     STUDY_IGNORED = "study_ignored"
     STUDY_RESUMED = "study_resumed"
+    STUDY_HELD = "study_held"
     STUDY_QUEUED = "study_queued"
     STUDY_REQUEUED = "study_requeued"
     INFERENCE_STARTED = "inference_started"

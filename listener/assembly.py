@@ -38,6 +38,9 @@ class OpenStudy:
     study_uid: str
     last_received: float  # time.monotonic() of the newest instance
     series: dict[str, SeriesProgress] = field(default_factory=dict)
+    held_for_space: bool = False
+    """An instance of it was refused for lack of spool space: not complete, whatever the
+    timers say, until one of its instances is stored again (the sender re-sends)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,46 @@ class StudyAssembler:
                 progress.expected = expected
             progress.add(instance_number, position)
             study.last_received = time.monotonic()
+            if study.held_for_space:
+                study.held_for_space = False
+                log.info(
+                    "study stored again after a full spool: hold released",
+                    extra={"study_uid": study_uid},
+                )
+
+    def hold_for_space(self, study_uid: str) -> None:
+        """An instance of ``study_uid`` was refused for lack of space: keep the study open.
+
+        Without this a spool full for longer than the idle timer completed the study with
+        the instances that fitted (15 of 40) and queued it as if whole. The hold ends when
+        an instance of the study is stored again, i.e. when space has returned and the
+        sender re-sends; the usual rules then decide completion.
+        """
+        with self._lock:
+            study = self._open.get(study_uid)
+            if study is None or study.held_for_space:
+                return  # its first instance was refused (nothing to complete), or held already
+            study.held_for_space = True
+            study_id = study.study_id
+        log.warning(
+            "spool full: study held open until its instances are stored again",
+            extra={"study_uid": study_uid},
+        )
+        try:
+            with self._sessions() as session:
+                record_event(
+                    session,
+                    AuditEventType.STUDY_HELD,
+                    actor=ACTOR,
+                    study_instance_uid=study_uid,
+                    detail={
+                        "reason": "instances refused for lack of spool space",
+                        "study_id": study_id,
+                    },
+                )
+                session.commit()
+        except Exception:
+            log.exception("could not audit a held study", extra={"study_uid": study_uid})
 
     def open_studies(self) -> list[str]:
         """UIDs of studies still waiting for completion."""
@@ -156,6 +199,8 @@ class StudyAssembler:
         due: list[tuple[OpenStudy, Decision]] = []
         with self._lock:
             for uid, study in list(self._open.items()):
+                if study.held_for_space:
+                    continue
                 decision = decide(
                     now=now,
                     last_received=study.last_received,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import cast
 
+from pydicom import dcmread
+from pydicom.tag import Tag
 from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
@@ -40,6 +42,7 @@ OUT_OF_RESOURCES = 0xA700
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 SOP_CLASS_NOT_SUPPORTED = 0x0122
+STUDY_UID = Tag(0x0020, 0x000D)
 PROCESSING_FAILURE = 0xC211
 
 
@@ -214,6 +217,7 @@ def _store(ctx: StoreContext, received: ReceivedInstance, incoming: IncomingFile
             incoming.check()  # the bytes never all reached the spool: nothing to judge
         except SpoolFullError as exc:
             log.error("spool full: %s", exc)
+            _hold_study(ctx, _study_uid_of(_head(fragments), received))
             return OUT_OF_RESOURCES
         except OSError:
             log.exception("could not write a received instance to the spool")
@@ -263,6 +267,7 @@ def _store(ctx: StoreContext, received: ReceivedInstance, incoming: IncomingFile
         )
     except SpoolFullError as exc:
         log.error("spool full: %s", exc)
+        _hold_study(ctx, header.study_uid)
         return OUT_OF_RESOURCES
     except Exception:
         log.exception("could not store instance", extra={"study_uid": header.study_uid})
@@ -278,6 +283,28 @@ def _store(ctx: StoreContext, received: ReceivedInstance, incoming: IncomingFile
             expected=header.images_in_acquisition,
         )
     return SUCCESS
+
+
+def _study_uid_of(head: bytes, received: ReceivedInstance) -> str | None:
+    """The Study Instance UID in the first bytes of a data set the spool could not take."""
+    preamble = file_preamble(
+        received.sop_class_uid,
+        received.sop_instance_uid,
+        received.transfer_syntax,
+        received.calling_aet,
+    )
+    try:
+        ds = dcmread(BytesIO(preamble + head), stop_before_pixels=True, specific_tags=[STUDY_UID])
+        uid = ds.get("StudyInstanceUID")
+    except Exception:  # the head of a data set can end anywhere: the UID is a bonus
+        return None
+    return str(uid) if is_valid_uid(uid) else None
+
+
+def _hold_study(ctx: StoreContext, study_uid: str | None) -> None:
+    """A full spool refused an instance: its study must not complete without it."""
+    if study_uid is not None:
+        ctx.assembler.hold_for_space(study_uid)
 
 
 def handle_echo(event: Event) -> int:

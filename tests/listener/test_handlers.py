@@ -9,6 +9,8 @@ leaves nothing half-written recorded.
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -152,3 +154,38 @@ def test_full_spool_answers_out_of_resources_and_records_nothing_half_written(
         assert Path(instance.file_path).stat().st_size == instance.file_size
         kept = pydicom.dcmread(instance.file_path)
         assert np.array_equal(kept.pixel_array, pydicom.dcmread(original).pixel_array)
+
+
+def test_study_refused_for_space_is_held_open_until_the_sender_resends(
+    small_filesystem: Path,
+    head_ct: PhantomStudy,
+    database_url: str,
+    make_settings: Callable[..., Any],
+    run_listener: Callable[..., Any],
+    send_raw: Callable[..., list[int]],
+    recorded: Any,
+    poll: Callable[..., Any],
+) -> None:
+    """Finding 12: a spool full for longer than the idle timer completed a partial study."""
+    spool = small_filesystem / "spool"
+    settings = make_settings(
+        database_url=database_url, spool_dir=spool, spool_fsync=True, stable_seconds=1.0
+    )
+    service = run_listener(settings)
+    files = head_ct.files[:6]
+
+    statuses = send_raw(service.port, files, aet="CT_ROOM_1")
+    assert OUT_OF_RESOURCES in statuses and SUCCESS in statuses
+    time.sleep(3.0)  # three idle timers: without the hold the partial study completes here
+    assert recorded.state(head_ct.study_uid) == "receiving"
+    assert recorded.events(AuditEventType.STUDY_HELD, head_ct.study_uid)
+
+    remounted = subprocess.run(
+        ["mount", "-o", "remount,size=16m", str(small_filesystem)], capture_output=True, text=True
+    )
+    assert remounted.returncode == 0, remounted.stderr
+    assert send_raw(service.port, files, aet="CT_ROOM_1") == [SUCCESS] * len(files)
+    poll(lambda: recorded.state(head_ct.study_uid) != "receiving", what="completion")
+    assert len(recorded.instances(head_ct.study_uid)) == len(files)
+    [completed] = recorded.events(AuditEventType.STUDY_COMPLETED, head_ct.study_uid)
+    assert completed.detail["version"] == 1
