@@ -68,8 +68,18 @@ def test_every_message_id_is_encoded_as_pynetdicom_does(message_id: int) -> None
     assert encoded is not None and b"\x03" + encoded == expected
 
 
-@pytest.mark.parametrize(
-    ("class_uid", "instance"), [("", "1.2.3"), (CT_IMAGE, ""), ("1.2.\u00e9", "1")]
-)
-def test_uids_it_cannot_encode_are_left_to_pynetdicom(class_uid: str, instance: str) -> None:
-    assert _store_response(class_uid, 1, 0x0000, instance) is None
+def test_a_non_ascii_uid_is_left_to_pynetdicom() -> None:
+    assert _store_response("1.2.\u00e9", 1, 0x0000, "1") is None
+
+
+@pytest.mark.parametrize(("class_uid", "instance"), [("", "1.2.3"), (CT_IMAGE, "")])
+def test_a_blank_affected_uid_is_answered_with_an_empty_element(
+    class_uid: str, instance: str
+) -> None:
+    """A request with a blank affected UID still gets its one answer (issue #13, finding 8):
+    the response echoes the blank value as a zero-length element."""
+    encoded = _store_response(class_uid, 1, 0xC210, instance)
+    assert encoded is not None
+    empty_element = (0x0002 if not class_uid else 0x1000).to_bytes(2, "little")
+    assert b"\x00\x00" + empty_element + b"\x00\x00\x00\x00" in encoded
+    assert int.from_bytes(encoded[8:12], "little") == len(encoded) - 12  # group length
