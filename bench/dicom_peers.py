@@ -121,6 +121,7 @@ def start_triage(
     python: str = sys.executable,
     extra_env: dict[str, str] | None = None,
     timeout: float = 60.0,
+    cwd: str | Path = REPO_ROOT,
 ) -> Peer:
     """Start ``python -m triage.cli listen`` on a free port with its own var/spool/quarantine."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +145,7 @@ def start_triage(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [python, "-m", "triage.cli", "listen"],
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -56,9 +56,26 @@ class Receiver:
     is_triage: bool
 
 
-def receivers(max_pdu: int | None) -> list[Receiver]:
-    """The configurations compared in every round."""
-    return [
+def receivers(max_pdu: int | None, baseline: Path | None = None) -> list[Receiver]:
+    """The configurations compared in every round.
+
+    ``baseline``, a checkout of an earlier commit, adds its listener (fsync off) as one
+    more row of the same run, so a change's cost is measured side by side, not across
+    runs on a machine whose load changes.
+    """
+    extra = []
+    if baseline is not None:
+        tree = str(baseline.resolve())
+        extra.append(
+            Receiver(
+                "triage baseline fsync=false",
+                lambda d: start_triage(
+                    d, fsync=False, max_pdu=max_pdu, extra_env={"PYTHONPATH": tree}, cwd=tree
+                ),
+                True,
+            )
+        )
+    return extra + [
         Receiver("storescp", lambda d: start_storescp(d), False),
         Receiver("storescp-128k", lambda d: start_storescp(d, max_pdu=DCMTK_MAX_PDU), False),
         Receiver(
@@ -290,12 +307,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-floor", action="store_true", help="do not time the spool alone")
     parser.add_argument("--only", nargs="*", help="receiver names to run (storescp always runs)")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="a checkout of an earlier commit to compare"
+    )
     args = parser.parse_args(argv)
 
     args.cache.mkdir(parents=True, exist_ok=True)
     files = prepare_study(args.cache, slices=args.slices, seed=0)
     n_bytes = sum(p.stat().st_size for p in files)
-    configs = receivers(args.max_pdu)
+    configs = receivers(args.max_pdu, args.baseline)
     if args.only:
         configs = [c for c in configs if not c.is_triage or c.name in args.only]
     work_root = Path(tempfile.mkdtemp(prefix="pacs-triage-ingest-"))

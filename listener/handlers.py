@@ -200,9 +200,12 @@ def _store(ctx: StoreContext, received: ReceivedInstance, incoming: IncomingFile
     problem = _transport_problem(received)
     if problem is not None:
         # Oversized bytes were dropped as they arrived; the rest is kept with the reason.
-        kept = (
-            b"" if received.refused else (incoming.contents() if incoming else b"".join(fragments))
-        )
+        if received.refused:
+            kept = b""
+        elif incoming is not None:
+            kept = incoming.contents()
+        else:
+            kept = _as_part10(received, fragments)
         return _reject(ctx, calling, kept, *problem)
     if incoming is None:
         preamble = file_preamble(received.sop_class_uid, received.sop_instance_uid, syntax, calling)
@@ -283,6 +286,21 @@ def _store(ctx: StoreContext, received: ReceivedInstance, incoming: IncomingFile
             expected=header.images_in_acquisition,
         )
     return SUCCESS
+
+
+def _as_part10(received: ReceivedInstance, fragments: list[memoryview]) -> bytes:
+    """The received data set as a Part 10 file, or bare when its UIDs cannot be encoded."""
+    data = b"".join(fragments)
+    try:
+        preamble = file_preamble(
+            received.sop_class_uid,
+            received.sop_instance_uid,
+            received.transfer_syntax,
+            received.calling_aet,
+        )
+    except (UnicodeError, ValueError):
+        return data
+    return preamble + data
 
 
 def _study_uid_of(head: bytes, received: ReceivedInstance) -> str | None:
