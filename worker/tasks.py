@@ -295,15 +295,7 @@ def run_study(
             if refused is not None:
                 _fail(runtime, study_id, version, job_id, refused, dropped)
                 return StudyRun(TaskOutcome.FAILED, refused)
-        inadequate = adequacy_reasons(datasets, bundle.input_domain.adequacy)
-        result = infer_series(
-            bundle,
-            datasets,
-            device=runtime.device,
-            batch_size=runtime.batch_size,
-            judge=not inadequate,
-        )
-        assessment = assess(inadequate, bundle.input_domain.summary, result.embeddings)
+        result, assessment = _judge(runtime, bundle, datasets)
     except (StudyDataError, ValueError) as exc:
         _fail(runtime, study_id, version, job_id, str(exc))
         return StudyRun(TaskOutcome.FAILED, str(exc))
@@ -344,6 +336,21 @@ def run_study(
     if not assessment.assessed:
         return StudyRun(TaskOutcome.NOT_ASSESSED, "; ".join(assessment.reasons))
     return StudyRun(TaskOutcome.PREDICTED)
+
+
+def _judge(
+    runtime: WorkerRuntime, bundle: Any, datasets: list[Any]
+) -> tuple[StudyResult, Assessment]:
+    """Gate on adequacy, run the bundle (embeddings only when inadequate), score the domain."""
+    inadequate = adequacy_reasons(datasets, bundle.input_domain.adequacy)
+    result = infer_series(
+        bundle,
+        datasets,
+        device=runtime.device,
+        batch_size=runtime.batch_size,
+        judge=not inadequate,
+    )
+    return result, assess(inadequate, bundle.input_domain.summary, result.embeddings)
 
 
 def _refuse_after_drops(
@@ -398,15 +405,7 @@ def _run_shadow(
             return
         job_id = claim.job.id
     started = time.time()
-    inadequate = adequacy_reasons(datasets, shadow.input_domain.adequacy)
-    result = infer_series(
-        shadow,
-        datasets,
-        device=runtime.device,
-        batch_size=runtime.batch_size,
-        judge=not inadequate,
-    )
-    assessment = assess(inadequate, shadow.input_domain.summary, result.embeddings)
+    result, assessment = _judge(runtime, shadow, datasets)
     _store(
         runtime,
         study_id=study_id,
