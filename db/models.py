@@ -185,6 +185,11 @@ class Prediction(Base):
     priority: Mapped[Priority] = mapped_column(_enum(Priority, length=16))
     slice_scores: Mapped[list[Any]] = mapped_column()
     timings: Mapped[dict[str, Any]] = mapped_column()
+    # Whether the result may be used: assessed needs an adequate input within the domain.
+    assessed: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    in_domain: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    domain_score: Mapped[float | None] = mapped_column(Float)
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (

@@ -157,6 +157,10 @@ def latest_predictions(session: Session, *, include_shadow: bool = False) -> lis
             "series_instance_uid": p.series_instance_uid,
             "created_at": p.created_at.isoformat(),
             "timings": p.timings,
+            "assessed": p.assessed,
+            "in_domain": p.in_domain,
+            "domain_score": p.domain_score,
+            "reasons": list(p.reasons or []),
         }
         for p, study in latest.values()
     ]

@@ -44,6 +44,7 @@ class Priority(StrEnum):
     CRITICAL = "critical"
     URGENT = "urgent"
     ROUTINE = "routine"
+    NOT_ASSESSED = "not_assessed"  # the model could not judge it: never shown as routine
 
 
 class DeliveryState(StrEnum):
@@ -61,6 +62,7 @@ class TaskOutcome(StrEnum):
 
     PREDICTED = "predicted"
     ALREADY_PREDICTED = "already predicted"
+    NOT_ASSESSED = "not assessed"  # stored, but outside what the bundle can judge
     UNKNOWN_STUDY = "unknown study"
     STALE_VERSION = "stale version"  # a newer version of the study has its own task
     NOT_READY = "not ready"  # receiving again, or ignored by routing

@@ -21,7 +21,8 @@ Worker API
 there for callers that batch differently (see ``training.models``).
 
 Files: ``config.json``, ``model.safetensors``, ``sha256.json`` (manifest) and optionally
-report files (``report.json``, ``summary.md``, PNGs), all covered by the manifest.
+report files (``report.json``, ``summary.md``, PNGs) and ``input_domain.safetensors`` (see
+``training.input_domain``; added later with :func:`amend_bundle`), all covered by the manifest.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from training.classes import DISCLAIMER_SYNTHETIC
+from training.input_domain import InputDomain, load_input_domain
 from training.models import ImageModel, SequenceModel, build_image_model, build_sequence_model
 from training.preprocessing import PreprocessSpec, volume_to_tensor
 
@@ -66,6 +68,7 @@ class VolumePrediction:
 
     study_probabilities: dict[str, float]
     slice_probabilities: list[dict[str, float]]
+    embeddings: np.ndarray | None = None  # (N, D) pooled image embeddings, for domain scores
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Bundle:
     image_model: ImageModel
     sequence_model: SequenceModel
     class_names: tuple[str, ...] = field(default=())
+    input_domain: InputDomain = field(default_factory=InputDomain)
 
     @property
     def name(self) -> str:
@@ -147,7 +151,24 @@ class Bundle:
         return VolumePrediction(
             study_probabilities=dict(zip(names, study_p, strict=True)),
             slice_probabilities=[dict(zip(names, row, strict=True)) for row in slice_p],
+            embeddings=emb_all[0].float().cpu().numpy(),
         )
+
+    def embed(
+        self, x: torch.Tensor, batch_size: int = 16, device: str | torch.device = "cpu"
+    ) -> np.ndarray:
+        """Pooled image-model embeddings (N, D) of a preprocessed (N, 3, S, S) tensor.
+
+        The image stage alone: what the domain check needs when a study is not to be judged.
+        """
+        self.image_model.to(device)
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], batch_size):
+                chunk = x[start : start + batch_size].to(device, memory_format=torch.channels_last)
+                emb, _ = self.image_model(chunk)
+                rows.append(emb.float().cpu().numpy())
+        return np.concatenate(rows)
 
 
 def _file_sha256(path: Path) -> str:
@@ -241,6 +262,46 @@ def export_bundle(
     return overall
 
 
+def amend_bundle(
+    path: Path, *, config_updates: Mapping[str, Any], files: Mapping[str, bytes]
+) -> str:
+    """Add top-level config keys and files to a verified bundle; re-hash; return the sha256.
+
+    Why: describing a bundle better (its input domain) must not need retraining, and must
+    not loosen the guarantee that every file is hashed. The weights are left byte for byte.
+
+    Raises
+    ------
+    BundleIntegrityError
+        If the bundle does not verify before the change.
+    ValueError
+        If an update would replace a key the models are rebuilt from, or a file name is the
+        config, weights or manifest.
+    """
+    path = Path(path)
+    verify_bundle(path)
+    protected = {"format", "class_names", "preprocess", "image_model", "sequence_model"}
+    if protected & set(config_updates):
+        raise ValueError(
+            f"config_updates: may not change {sorted(protected & set(config_updates))}"
+        )
+    if {CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE} & set(files):
+        raise ValueError("files: may not replace the config, weights or manifest")
+    config = json.loads((path / CONFIG_FILE).read_text())
+    config.update(config_updates)
+    (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+    for file_name, payload in files.items():
+        (path / file_name).write_bytes(payload)
+    listed = dict(json.loads((path / MANIFEST_FILE).read_text())["files"])
+    names = sorted(set(listed) | set(files))
+    digests = {n: _file_sha256(path / n) for n in names}
+    overall = _overall_sha256(digests)
+    manifest = {"algorithm": "sha256", "files": digests, "sha256": overall}
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    logger.info("amended bundle %s (sha256 %s)", path, overall)
+    return overall
+
+
 def verify_bundle(path: Path) -> str:
     """Check every file in the manifest against its sha256 and return the overall digest.
 
@@ -301,8 +362,9 @@ def load_bundle(path: Path | str, *, device: str | torch.device = "cpu") -> Bund
         )
         for key in ("name", "version", "created_at", "thresholds"):
             config[key]  # noqa: B018 - presence check
-    except KeyError as exc:
-        raise BundleFormatError(f"{path / CONFIG_FILE}: missing key {exc}") from exc
+        input_domain = load_input_domain(config, path)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BundleFormatError(f"{path / CONFIG_FILE}: bad or missing key: {exc}") from exc
     tensors = load_file(str(path / WEIGHTS_FILE), device="cpu")
     image_state = {k[6:]: v for k, v in tensors.items() if k.startswith("image.")}
     seq_state = {k[9:]: v for k, v in tensors.items() if k.startswith("sequence.")}
@@ -312,4 +374,6 @@ def load_bundle(path: Path | str, *, device: str | torch.device = "cpu") -> Bund
     image_model.to(device).to(memory_format=torch.channels_last).eval()
     sequence_model.to(device).eval()
     logger.info("loaded bundle %s %s (sha256 %s)", config["name"], config["version"], digest)
-    return Bundle(path, config, digest, spec, image_model, sequence_model, class_names)
+    return Bundle(
+        path, config, digest, spec, image_model, sequence_model, class_names, input_domain
+    )

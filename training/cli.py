@@ -284,5 +284,55 @@ def demo(out: Path | None, work: Path, studies: int, seed: int, sets: tuple[str,
     click.echo(f"demo bundle sha256 {digest} — synthetic demo, not for clinical use")
 
 
+@main.command("input-domain")
+@click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--work",
+    type=click.Path(path_type=Path),
+    default=Path("build/input-domain"),
+    show_default=True,
+    help="Where the phantoms are written.",
+)
+@click.option("--studies", type=int, default=40, show_default=True, help="Phantom studies.")
+@click.option("--seed", type=int, default=1, show_default=True, help="The training set's seed.")
+@click.option("--held-out-seed", type=int, default=2, show_default=True)
+@click.option(
+    "--cut-off",
+    type=float,
+    default=None,
+    help="Domain score above which a study is out of domain "
+    "(default: DEFAULT_CUT_OFF in training/input_domain.py, where its choice is measured).",
+)
+def input_domain(
+    bundle_dir: Path,
+    work: Path,
+    studies: int,
+    seed: int,
+    held_out_seed: int,
+    cut_off: float | None,
+) -> None:
+    """Write a phantom-trained bundle's input domain into it (no retraining; re-hashed)."""
+    from training.demo import DEMO_DATA
+    from training.input_domain import DEFAULT_CUT_OFF, describe_bundle_domain
+
+    cut_off = DEFAULT_CUT_OFF if cut_off is None else cut_off
+
+    report = describe_bundle_domain(
+        bundle_dir,
+        work,
+        studies=studies,
+        seed=seed,
+        slices=DEMO_DATA["slices"],
+        size=DEMO_DATA["size"],
+        held_out_seed=held_out_seed,
+        cut_off=cut_off,
+    )
+    scores = report.held_out_scores
+    click.echo(
+        f"summary of {report.summary.slices} slices; held-out phantom scores "
+        f"{min(scores):.2f}..{max(scores):.2f} (cut-off {cut_off}); bundle sha256 {report.sha256}"
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

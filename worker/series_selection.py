@@ -6,6 +6,14 @@ same volume, thin and thick. We keep CT image series in a near-axial orientation
 tilt up to ``MAX_TILT_DEGREES`` allowed) with enough slices, then prefer the one covering
 the most of the head and, among those, the thinnest spacing. Pure: tested without files.
 
+Header facts the database does not hold (ImageType, ConvolutionKernel, SliceThickness) are
+read by the worker from one spooled file per series (:mod:`worker.series_headers`) and
+refuse: localizers (ImageType LOCALIZER, SCOUT or TOPOGRAM), reformats (DERIVED\\SECONDARY,
+whatever their orientation: an MPR or a thick average of another series) and bone or other
+sharp kernels (:func:`is_sharp_kernel`). Equally good series are ordered by: slice
+thickness inside the bundle's range first, then thinner slices, more slices, lower series
+number, and the series UID last so the choice never depends on arrival order.
+
 After decoding, :func:`why_not_after_drops` says whether the chosen series is still fit to
 judge when some of its slices could not be decoded and were left out.
 """
@@ -13,6 +21,7 @@ judge when some of its slices could not be decoded and were left out.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from statistics import median
@@ -40,6 +49,46 @@ tolerance for uneven scanner spacing.
 """
 
 
+LOCALIZER_TYPES = frozenset({"LOCALIZER", "SCOUT", "TOPOGRAM"})
+SHARP_KERNEL_WORDS = ("BONE", "LUNG", "SHARP", "EDGE", "DETAIL", "ULTRA", "HIGH")
+"""Kernel names containing one of these are bone or sharp reconstructions (GE BONE, BONEPLUS,
+LUNG, EDGE, DETAIL; Philips and others spelling it out)."""
+SIEMENS_KERNEL = re.compile(r"^[A-Z][A-Za-z]?(\d{2})")
+"""Siemens kernels are a letter or two and a sharpness: H31s, Hr38 are brain, H60s, Hr64 bone;
+50 and above counts as sharp."""
+CANON_KERNEL = re.compile(r"^FC(\d{2})$")
+"""Canon/Toshiba FC kernels: FC2x brain, FC3x and FC8x bone and sharp."""
+PHILIPS_SHARP = frozenset({"D", "E", "YC", "YD", "YE", "L"})
+"""Philips single-letter kernels used for bone (UB, UC and B are brain)."""
+
+
+def is_sharp_kernel(kernel: str | None) -> bool:
+    """Whether ConvolutionKernel names a bone or other sharp reconstruction.
+
+    Unknown or missing kernels count as soft: refusing a study for a name we do not know
+    would leave it unread by the model; the adequacy check and domain score still apply.
+    """
+    if not kernel:
+        return False
+    name = kernel.strip().upper()
+    if any(word in name for word in SHARP_KERNEL_WORDS) or name in PHILIPS_SHARP:
+        return True
+    canon = CANON_KERNEL.match(name)
+    if canon:
+        return int(canon.group(1)) >= 30
+    siemens = SIEMENS_KERNEL.match(kernel.strip())
+    return siemens is not None and int(siemens.group(1)) >= 50
+
+
+@dataclass(frozen=True)
+class SeriesHeader:
+    """Facts of a series read from one of its files (none of them is in the database)."""
+
+    image_type: tuple[str, ...] = ()
+    kernel: str | None = None
+    slice_thickness: float | None = None
+
+
 @dataclass(frozen=True)
 class SliceFacts:
     """What selection needs to know of one instance."""
@@ -58,6 +107,8 @@ class SeriesCandidate:
     modality: str | None
     description: str | None
     slices: Sequence[SliceFacts]
+    header: SeriesHeader = SeriesHeader()
+    series_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +144,13 @@ def _why_not(candidate: SeriesCandidate, min_slices: int, max_tilt: float) -> st
     classes = {s.sop_class_uid for s in candidate.slices}
     if not classes <= {CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE}:
         return "not CT image storage (e.g. screenshots)"
+    image_type = {v.upper() for v in candidate.header.image_type}
+    if image_type & LOCALIZER_TYPES:
+        return "localizer"
+    if {"DERIVED", "SECONDARY"} <= image_type:
+        return "reformat (ImageType DERIVED\\SECONDARY)"
+    if is_sharp_kernel(candidate.header.kernel):
+        return f"bone or sharp kernel {candidate.header.kernel}"
     if len(candidate.slices) < min_slices:
         return f"{len(candidate.slices)} slices < {min_slices}"
     orientations = [s.orientation for s in candidate.slices]
@@ -117,8 +175,14 @@ def select_series(
     *,
     min_slices: int = 5,
     max_tilt_degrees: float = MAX_TILT_DEGREES,
+    thickness_range: tuple[float, float] | None = None,
 ) -> Selection:
-    """Pick the axial CT series to read, or None with the reasons each was refused."""
+    """Pick the axial soft-tissue CT series to read, or None with the reasons each was refused.
+
+    ``thickness_range`` is the bundle's: a series whose SliceThickness lies in it is
+    preferred to a thinner one outside it (a 1 mm series would not be assessed by a bundle
+    trained on 5 mm slices when the 5 mm series is there too).
+    """
     usable: list[tuple[SeriesCandidate, float, float]] = []
     refused: list[str] = []
     for candidate in candidates:
@@ -132,7 +196,18 @@ def select_series(
         return Selection(None, "no axial CT series: " + "; ".join(refused))
     best_coverage = max(coverage for _, coverage, _ in usable)
     full = [u for u in usable if u[1] >= COVERAGE_TOLERANCE * best_coverage]
-    chosen, coverage, spacing = min(full, key=lambda u: (u[2], -len(u[0].slices)))
+
+    def rank(u: tuple[SeriesCandidate, float, float]) -> tuple[bool, float, int, int, str]:
+        candidate, _, spacing = u
+        thickness = candidate.header.slice_thickness
+        outside = thickness_range is not None and not (
+            thickness is not None and thickness_range[0] <= thickness <= thickness_range[1]
+        )
+        thinness = min(spacing, thickness) if thickness is not None else spacing
+        number = candidate.series_number if candidate.series_number is not None else 1 << 30
+        return outside, thinness, -len(candidate.slices), number, candidate.series_uid
+
+    chosen, coverage, spacing = min(full, key=rank)
     return Selection(
         chosen.series_uid,
         f"{len(chosen.slices)} axial slices, {coverage:.0f} mm coverage, {spacing:.2f} mm spacing",

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 from training.preprocessing import preprocess_datasets
@@ -27,6 +28,7 @@ class StudyResult:
     slice_scores: list[dict[str, Any]]
     preprocess_seconds: float
     inference_seconds: float
+    embeddings: np.ndarray | None = None  # (N, D) image-model embeddings, for the domain score
 
 
 def _instance_number(ds: Dataset) -> int | None:
@@ -38,12 +40,24 @@ def _instance_number(ds: Dataset) -> int | None:
 
 
 def infer_series(
-    bundle: Bundle, datasets: Sequence[Dataset], *, device: str, batch_size: int
+    bundle: Bundle,
+    datasets: Sequence[Dataset],
+    *,
+    device: str,
+    batch_size: int,
+    judge: bool = True,
 ) -> StudyResult:
-    """Order, preprocess and score a series; slice scores come back in patient-axis order."""
+    """Order, preprocess and score a series; slice scores come back in patient-axis order.
+
+    With ``judge`` false only the image model's embeddings are computed (for the domain
+    score of a study that is not to be assessed): no probabilities, no slice scores.
+    """
     started = time.perf_counter()
     tensor, order = preprocess_datasets(datasets, bundle.preprocess)
     prepared = time.perf_counter()
+    if not judge:
+        embeddings = bundle.embed(tensor, batch_size=batch_size, device=device)
+        return StudyResult({}, [], prepared - started, time.perf_counter() - prepared, embeddings)
     prediction = bundle.predict_volume(tensor, batch_size=batch_size, device=device)
     done = time.perf_counter()
     slice_scores = []
@@ -64,4 +78,5 @@ def infer_series(
         slice_scores,
         prepared - started,
         done - prepared,
+        prediction.embeddings,
     )

@@ -34,10 +34,12 @@ from db.audit import record_event
 from db.models import Prediction, Series, Study
 from db.results import claim_job, finish_job, store_prediction
 from db.study_states import allowed, transition
-from db.vocabulary import AuditEventType, JobState, StudyState, TaskOutcome
+from db.vocabulary import AuditEventType, JobState, Priority, StudyState, TaskOutcome
 from triage.queue import PROCESS_STUDY_TASK
+from worker.adequacy import Assessment, adequacy_reasons, assess
 from worker.priority import triage
 from worker.runtime import WorkerRuntime, get_runtime
+from worker.series_headers import read_series_header
 from worker.series_selection import (
     SeriesCandidate,
     SliceFacts,
@@ -75,7 +77,14 @@ def _candidates(
         )
         paths.setdefault(uid, {})[instance.sop_instance_uid] = Path(instance.file_path)
     candidates = [
-        SeriesCandidate(uid, meta[uid].modality, meta[uid].series_description, facts)
+        SeriesCandidate(
+            uid,
+            meta[uid].modality,
+            meta[uid].series_description,
+            facts,
+            read_series_header(paths[uid][min(paths[uid])]),
+            meta[uid].series_number,
+        )
         for uid, facts in slices.items()
     ]
     return candidates, paths
@@ -137,10 +146,14 @@ def _store(
     series_uid: str,
     result: StudyResult,
     timings: dict[str, Any],
+    assessment: Assessment,
 ) -> bool:
     verdict = triage(
         result.study_probabilities, bundle.thresholds, runtime.settings.models.thresholds
     )
+    # A study the model cannot judge raises nothing and is never shown as routine.
+    flags = verdict.flags if assessment.assessed else dict.fromkeys(verdict.flags, False)
+    priority = verdict.priority if assessment.assessed else Priority.NOT_ASSESSED
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
         assert study is not None
@@ -157,11 +170,15 @@ def _store(
                 synthetic_demo=bundle.synthetic_demo,
                 shadow=shadow,
                 probabilities=result.study_probabilities,
-                flags=verdict.flags,
+                flags=flags,
                 thresholds=verdict.thresholds,
-                priority=verdict.priority,
+                priority=priority,
                 slice_scores=result.slice_scores,
                 timings=timings,
+                assessed=assessment.assessed,
+                in_domain=assessment.in_domain,
+                domain_score=assessment.domain_score,
+                reasons=assessment.reasons,
             ),
         )
         finish_job(session, job_id, JobState.DONE)
@@ -173,7 +190,8 @@ def _store(
                 and study.version == version
                 and allowed(study.state, StudyState.PREDICTED)
             ):
-                transition(session, study, StudyState.PREDICTED, None)
+                why = "; ".join(assessment.reasons)[:2000] or None
+                transition(session, study, StudyState.PREDICTED, why)
             record_event(
                 session,
                 AuditEventType.PREDICTION_STORED,
@@ -184,7 +202,11 @@ def _store(
                     "bundle": f"{bundle.name} {bundle.version}",
                     "bundle_sha256": bundle.sha256,
                     "shadow": shadow,
-                    "priority": verdict.priority,
+                    "priority": priority,
+                    "assessed": assessment.assessed,
+                    "in_domain": assessment.in_domain,
+                    "domain_score": assessment.domain_score,
+                    "reasons": assessment.reasons,
                     "synthetic_demo": bundle.synthetic_demo,
                     "dropped_slices": timings.get("dropped_slices", []),
                 },
@@ -258,6 +280,7 @@ def run_study(
         candidates,
         min_slices=runtime.settings.worker.series_min_slices,
         max_tilt_degrees=runtime.settings.worker.series_max_tilt_degrees,
+        thickness_range=bundle.input_domain.adequacy.slice_thickness_mm,
     )
     if selection.series_uid is None:
         _fail(runtime, study_id, version, job_id, selection.reason)
@@ -272,9 +295,7 @@ def run_study(
             if refused is not None:
                 _fail(runtime, study_id, version, job_id, refused, dropped)
                 return StudyRun(TaskOutcome.FAILED, refused)
-        result = infer_series(
-            bundle, datasets, device=runtime.device, batch_size=runtime.batch_size
-        )
+        result, assessment = _judge(runtime, bundle, datasets)
     except (StudyDataError, ValueError) as exc:
         _fail(runtime, study_id, version, job_id, str(exc))
         return StudyRun(TaskOutcome.FAILED, str(exc))
@@ -294,6 +315,8 @@ def run_study(
         "selection": selection.reason,
         "dropped_slices": _dropped_detail(dropped),
     }
+    if not assessment.assessed:
+        log.warning("study %d v%d not assessed: %s", study_id, version, assessment.reasons)
     created = _store(
         runtime,
         study_id=study_id,
@@ -304,10 +327,30 @@ def run_study(
         series_uid=selection.series_uid,
         result=result,
         timings=timings,
+        assessment=assessment,
     )
     if runtime.settings.models.shadow_bundle is not None:
         _run_shadow(runtime, study_id, version, selection.series_uid, datasets, task_id)
-    return StudyRun(TaskOutcome.PREDICTED if created else TaskOutcome.ALREADY_PREDICTED)
+    if not created:
+        return StudyRun(TaskOutcome.ALREADY_PREDICTED)
+    if not assessment.assessed:
+        return StudyRun(TaskOutcome.NOT_ASSESSED, "; ".join(assessment.reasons))
+    return StudyRun(TaskOutcome.PREDICTED)
+
+
+def _judge(
+    runtime: WorkerRuntime, bundle: Any, datasets: list[Any]
+) -> tuple[StudyResult, Assessment]:
+    """Gate on adequacy, run the bundle (embeddings only when inadequate), score the domain."""
+    inadequate = adequacy_reasons(datasets, bundle.input_domain.adequacy)
+    result = infer_series(
+        bundle,
+        datasets,
+        device=runtime.device,
+        batch_size=runtime.batch_size,
+        judge=not inadequate,
+    )
+    return result, assess(inadequate, bundle.input_domain.summary, result.embeddings)
 
 
 def _refuse_after_drops(
@@ -362,7 +405,7 @@ def _run_shadow(
             return
         job_id = claim.job.id
     started = time.time()
-    result = infer_series(shadow, datasets, device=runtime.device, batch_size=runtime.batch_size)
+    result, assessment = _judge(runtime, shadow, datasets)
     _store(
         runtime,
         study_id=study_id,
@@ -373,6 +416,7 @@ def _run_shadow(
         series_uid=series_uid,
         result=result,
         timings={"total_s": round(time.time() - started, 3), "device": runtime.device},
+        assessment=assessment,
     )
 
 

@@ -243,7 +243,39 @@ def _export_tiny(out: Path, name: str, version: str) -> Path:
         version=version,
         synthetic_demo=True,
     )
+    _describe_tiny_domain(out)
     return out
+
+
+TINY_ADEQUACY = {
+    "slice_thickness_mm": [1.0, 10.0],
+    "pixel_spacing_mm": [0.1, 2.0],
+    "matrix": [64, 1024],
+    "min_coverage_mm": 50.0,
+    "min_slices": 8,
+}
+"""The tiny bundle's declared domain: wide enough for every phantom the worker tests send."""
+TINY_CUT_OFF = 3.0
+
+
+def _describe_tiny_domain(out: Path) -> None:
+    """Give the tiny bundle an input domain: a summary of 8 phantom studies' embeddings."""
+    from training.bundle import amend_bundle, load_bundle
+    from training.input_domain import embed_series, read_folder, summarise, summary_files
+
+    bundle = load_bundle(out)
+    embedded = []
+    for seed in range(8):
+        folder = out.parent / "domain-phantoms" / str(seed)
+        write_phantom_study(folder, slices=24, size=128, seed=500 + seed)
+        embedded.append(embed_series(bundle, read_folder(folder)))
+    summary = summarise(embedded, cut_off=TINY_CUT_OFF, source="8 phantom studies")
+    meta, files = summary_files(summary)
+    amend_bundle(
+        out,
+        config_updates={"input_domain": {"adequacy": TINY_ADEQUACY, "embedding": meta}},
+        files=files,
+    )
 
 
 @pytest.fixture

@@ -224,6 +224,8 @@ def test_audit_predictions_names_the_bundle_and_is_itself_audited(received, monk
     assert row["study_instance_uid"] == study.study_uid
     assert row["bundle_sha256"] == bundle.sha256
     assert row["synthetic_demo"] is True
+    assert (row["assessed"], row["in_domain"], row["reasons"]) == (True, True, [])
+    assert isinstance(row["domain_score"], float)
     with runtime.sessions() as session:
         viewed = [
             e
@@ -266,3 +268,42 @@ def test_compressed_study_is_decoded_and_predicted(
     assert run_study(study_id, 1, runtime=runtime).outcome is TaskOutcome.PREDICTED
     [prediction] = _predictions(runtime)
     assert len(prediction.slice_scores) == 12
+
+
+def test_contrast_study_is_not_assessed_and_audit_json_says_why(
+    make_settings, database_url, tiny_bundle, poll, send_study, tmp_path, monkeypatch
+):
+    import json
+
+    from click.testing import CliRunner
+
+    from training.phantom import write_phantom_study
+    from triage.cli import main
+    from triage.settings import get_settings
+
+    study = write_phantom_study(tmp_path / "contrast", slices=16, size=128, seed=61)
+    for path in study.files:
+        ds = dcmread(path)
+        ds.ContrastBolusAgent = "IOMERON 350"
+        ds.save_as(path)
+    settings = make_settings(database_url=database_url, model_bundle=tiny_bundle)
+    study_id = _receive(settings, study.files, poll, send_study)
+    runtime = WorkerRuntime.from_settings(settings)
+    run = run_study(study_id, 1, runtime=runtime)
+    assert run.outcome is TaskOutcome.NOT_ASSESSED
+    assert "contrast-enhanced" in str(run)
+    [prediction] = _predictions(runtime)
+    assert prediction.priority == "not_assessed" and not any(prediction.flags.values())
+    assert prediction.probabilities == {}
+
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", settings.database.url.get_secret_value())
+    monkeypatch.setenv("TRIAGE_VAR_DIR", str(settings.var_dir))
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["audit", "predictions", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.output)
+    assert row["assessed"] is False
+    assert isinstance(row["in_domain"], bool)
+    assert isinstance(row["domain_score"], float)
+    assert row["reasons"][0] == "not assessed: contrast-enhanced (ContrastBolusAgent IOMERON 350)"
+    assert row["priority"] != "routine"
