@@ -53,6 +53,8 @@ def _mutant(name: str) -> bytes:
         "odd-length": before + _pixel(b"OB", pixels + b"\x00"),
         "vr-ut": before + _pixel(b"UT", pixels),
         "vr-un": before + _pixel(b"UN", pixels),
+        "vr-of": before + _pixel(b"OF", pixels),
+        "vr-sq": before + _pixel(b"SQ", pixels),
         "two-pixel-data": before + _pixel(b"OW", pixels) + _pixel(b"OW", pixels),
         "trailing-bytes": before + _pixel(b"OW", pixels) + b"\x01\x02\x03\x04garbage!",
     }
@@ -67,6 +69,8 @@ def _mutant(name: str) -> bytes:
         "odd-length",
         "vr-ut",
         "vr-un",
+        "vr-of",
+        "vr-sq",
         "two-pixel-data",
         "trailing-bytes",
     ],
