@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,55 +31,72 @@ def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Layout]:
     return {name: write_layout(root / name, name) for name in LAYOUTS}
 
 
-@pytest.mark.parametrize("name", WHOLE)
-def test_whole_layout_completes_in_seconds_by_geometry(
-    name: str,
-    layouts: dict[str, Layout],
+@dataclass
+class Rig:
+    """A listener starter and what the tests read back."""
+
+    listen: Callable[[float, float], Any]
+    recorded: Any
+    poll: Callable[..., Any]
+    dispatcher: Any
+
+
+@pytest.fixture
+def rig(
     make_settings: Callable[..., Any],
     run_listener: Callable[..., Any],
-    storescu: Callable[..., Any],
     recorded: Any,
     poll: Callable[..., Any],
     dispatcher: Any,
     database_url: str,
+) -> Rig:
+    def listen(stable: float, quiet: float) -> Any:
+        settings = make_settings(
+            database_url=database_url, stable_seconds=stable, quiet_seconds=quiet
+        )
+        return run_listener(settings)
+
+    return Rig(listen, recorded, poll, dispatcher)
+
+
+@pytest.mark.parametrize("name", WHOLE)
+def test_whole_layout_completes_in_seconds_by_geometry(
+    name: str,
+    layouts: dict[str, Layout],
+    storescu: Callable[..., Any],
+    rig: Rig,
 ) -> None:
     layout = layouts[name]
-    service = run_listener(
-        make_settings(database_url=database_url, stable_seconds=60.0, quiet_seconds=QUIET_SECONDS)
-    )
+    service = rig.listen(60.0, QUIET_SECONDS)
     assert storescu(service.port, layout.files).ok
     sent = time.monotonic()
 
-    poll(lambda: recorded.state(layout.study_uid) == "queued", timeout=15, what="queued")
+    rig.poll(lambda: rig.recorded.state(layout.study_uid) == "queued", timeout=15, what="queued")
 
     assert time.monotonic() - sent < QUIET_SECONDS + 2.0, "the idle timer completed it"
-    (completed,) = recorded.events(AuditEventType.STUDY_COMPLETED, layout.study_uid)
+    (completed,) = rig.recorded.events(AuditEventType.STUDY_COMPLETED, layout.study_uid)
     assert completed.detail["basis"] == "geometry"
-    assert len(recorded.instances(layout.study_uid)) == len(layout.files), "all stored"
-    assert dispatcher.versions(layout.study_uid) == [1]
+    assert len(rig.recorded.instances(layout.study_uid)) == len(layout.files), "all stored"
+    assert rig.dispatcher.versions(layout.study_uid) == [1]
 
 
 def test_series_missing_a_middle_slice_waits_for_the_idle_timer(
     layouts: dict[str, Layout],
-    make_settings: Callable[..., Any],
-    run_listener: Callable[..., Any],
     storescu: Callable[..., Any],
-    recorded: Any,
-    poll: Callable[..., Any],
-    database_url: str,
+    rig: Rig,
 ) -> None:
     layout = layouts["missing_slice"]
-    service = run_listener(
-        make_settings(database_url=database_url, stable_seconds=8.0, quiet_seconds=0.5)
-    )
+    service = rig.listen(8.0, 0.5)
     assert storescu(service.port, layout.files).ok
     sent = time.monotonic()
 
     time.sleep(3.0)  # six times quiet_seconds
-    assert recorded.state(layout.study_uid) == "receiving"
-    poll(lambda: recorded.state(layout.study_uid) == "queued", timeout=15, what="idle timer")
+    assert rig.recorded.state(layout.study_uid) == "receiving"
+    rig.poll(
+        lambda: rig.recorded.state(layout.study_uid) == "queued", timeout=15, what="idle timer"
+    )
     assert time.monotonic() - sent >= 7.5
-    (completed,) = recorded.events(AuditEventType.STUDY_COMPLETED, layout.study_uid)
+    (completed,) = rig.recorded.events(AuditEventType.STUDY_COMPLETED, layout.study_uid)
     assert completed.detail["basis"] == "idle_timer"
 
 
@@ -101,25 +119,18 @@ def _send_with_pause(port: int, files: list[Path], pause: float) -> None:
 
 def test_series_paused_mid_way_does_not_complete_during_the_pause(
     layouts: dict[str, Layout],
-    make_settings: Callable[..., Any],
-    run_listener: Callable[..., Any],
-    recorded: Any,
-    poll: Callable[..., Any],
-    dispatcher: Any,
-    database_url: str,
+    rig: Rig,
 ) -> None:
     layout = layouts["vertex_first"]
-    service = run_listener(
-        make_settings(database_url=database_url, stable_seconds=60.0, quiet_seconds=0.5)
-    )
+    service = rig.listen(60.0, 0.5)
     sender = threading.Thread(target=_send_with_pause, args=(service.port, layout.files, 5.0))
     sender.start()
-    poll(lambda: len(recorded.instances(layout.study_uid)) == 10, what="the first half")
+    rig.poll(lambda: len(rig.recorded.instances(layout.study_uid)) == 10, what="the first half")
 
     time.sleep(4.0)  # the first half is contiguous and gap-free: only the open association
-    assert recorded.state(layout.study_uid) == "receiving"
+    assert rig.recorded.state(layout.study_uid) == "receiving"
     sender.join(timeout=30)
 
-    poll(lambda: recorded.state(layout.study_uid) == "queued", timeout=5, what="queued")
-    assert dispatcher.versions(layout.study_uid) == [1]
-    assert len(recorded.instances(layout.study_uid)) == len(layout.files)
+    rig.poll(lambda: rig.recorded.state(layout.study_uid) == "queued", timeout=5, what="queued")
+    assert rig.dispatcher.versions(layout.study_uid) == [1]
+    assert len(rig.recorded.instances(layout.study_uid)) == len(layout.files)
