@@ -31,6 +31,7 @@ test: install system lint
 realdata: install system
 	$(BIN)/python -m bench.realdata ../shared/data
 	$(BIN)/python -m bench.realdata_inference ../shared/data
+	$(BIN)/python -m bench.completion ../shared/data
 
 bench: install system
 	$(BIN)/python -m bench.ingest

@@ -9,9 +9,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db.models import Instance, Series, Study, utcnow
+from db.models import AuditEvent, Instance, Series, Study, utcnow
 from db.study_states import require_move
-from db.vocabulary import StudyState
+from db.vocabulary import AuditEventType, StudyState
+
+_COMPLETIONS = (AuditEventType.STUDY_COMPLETED, AuditEventType.STUDY_UPDATED)
 
 
 def find_study(session: Session, study_uid: str) -> Study | None:
@@ -85,6 +87,8 @@ def study_summaries(session: Session) -> list[dict[str, Any]]:
     def iso(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
 
+    bases = completion_bases(session)
+
     return [
         {
             "study_instance_uid": study.study_instance_uid,
@@ -98,9 +102,24 @@ def study_summaries(session: Session) -> list[dict[str, Any]]:
             "first_received_at": iso(study.first_received_at),
             "last_received_at": iso(study.last_received_at),
             "completed_at": iso(study.completed_at),
+            "completion_basis": bases.get(study.study_instance_uid),
         }
         for study, n_series, n_instances in rows
     ]
+
+
+def completion_bases(session: Session) -> dict[str, str | None]:
+    """Study UID -> the rule (``CompletionBasis`` value) that completed its latest version.
+
+    Read from the completion audit events the assembler writes, so no column is needed;
+    a study completed before the basis was audited maps to None.
+    """
+    rows = session.execute(
+        select(AuditEvent.study_instance_uid, AuditEvent.detail)
+        .where(AuditEvent.event_type.in_(_COMPLETIONS))
+        .order_by(AuditEvent.id)
+    ).all()
+    return {uid: (detail or {}).get("basis") for uid, detail in rows if uid is not None}
 
 
 def mark_queued_if_complete(session: Session, study_id: int, version: int) -> bool:

@@ -30,7 +30,7 @@ class CompletionBasis(StrEnum):
     IDLE_TIMER = "idle_timer"  # nothing arrived for stable_seconds
     ANNOUNCED_COUNT = "announced_count"  # the scanner's Images in Acquisition arrived
     SITE_COUNT = "site_count"  # the count a site configures arrived
-    GEOMETRY = "geometry"  # instances 1..n contiguous and evenly spaced
+    GEOMETRY = "geometry"  # instances contiguous, slices cover their range without a gap
 
     @property
     def by_count(self) -> bool:

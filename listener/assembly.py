@@ -5,7 +5,13 @@ Each stored instance is noted here; a ticker thread asks the pure policy in
 study's version (so later arrivals reopen it and a new version is predicted, never lost),
 applies the routing rule, and hands routed studies to the dispatch seam. After a restart,
 studies still ``receiving`` are rebuilt from the database, their timers continuing from
-the stored last-arrival time.
+the stored last-arrival time (with the series' kind from the SOP class and geometry kept
+per instance; Image Type, kernel and thickness are not stored, so a rebuilt series falls
+back to "evenly spaced" and may wait the idle timer).
+
+Each instance names the association that carried it; while one of a study's associations
+is open, only the idle timer may complete it (see ``sender_connected`` in
+:func:`listener.completion.decide`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from db.audit import record_event
 from db.models import Study, utcnow
 from db.study_states import transition
 from db.vocabulary import AuditEventType, StudyState
-from listener.completion import Decision, SeriesProgress, decide
+from listener.completion import Decision, SeriesProgress, SeriesTraits, decide
+from listener.header import InstanceHeader
 from listener.routing import RoutingRule, SeriesFacts
 from triage.queue import Dispatcher
 
@@ -38,6 +45,8 @@ class OpenStudy:
     study_uid: str
     last_received: float  # time.monotonic() of the newest instance
     series: dict[str, SeriesProgress] = field(default_factory=dict)
+    associations: set[int] = field(default_factory=set)
+    """Open associations that carried instances of it (ids from ``note_instance``)."""
     held_for_space: bool = False
     """An instance of it was refused for lack of spool space: not complete, whatever the
     timers say, until one of its instances is stored again (the sender re-sends)."""
@@ -50,6 +59,26 @@ class CompletionPolicy:
     stable_seconds: float
     quiet_seconds: float
     site_expected: int = 0
+
+
+def traits_of(header: InstanceHeader) -> SeriesTraits:
+    """What one instance says about its series' kind, for :func:`listener.completion.role_of`."""
+    return SeriesTraits(
+        sop_class_uid=header.sop_class_uid,
+        is_image=header.rows is not None and header.columns is not None,
+        image_type=header.image_type,
+        orientation=header.image_orientation,
+        has_position=header.image_position is not None,
+        kernel=header.convolution_kernel,
+    )
+
+
+def _stored_orientation(text: str | None) -> tuple[float, ...] | None:
+    try:
+        values = tuple(float(v) for v in text.split("\\")) if text else None
+    except ValueError:
+        return None
+    return values if values is not None and len(values) == 6 else None
 
 
 class StudyAssembler:
@@ -84,17 +113,29 @@ class StudyAssembler:
         instance_number: int | None,
         position: float | None,
         expected: int | None,
+        thickness: float | None = None,
+        traits: SeriesTraits | None = None,
+        association: int | None = None,
     ) -> None:
-        """Record that an instance of this study was stored just now (resets its timer)."""
+        """Record that an instance of this study was stored just now (resets its timer).
+
+        ``traits`` (of the series' first instance) say whether the series decides
+        completion; ``association`` identifies the association that carried it, which
+        holds the early rules until :meth:`association_ended` is called with it.
+        """
         with self._lock:
             study = self._open.get(study_uid)
             if study is None:
                 study = OpenStudy(study_id, study_uid, time.monotonic())
                 self._open[study_uid] = study
-            progress = study.series.setdefault(series_uid, SeriesProgress(expected=expected))
+            progress = study.series.setdefault(
+                series_uid, SeriesProgress(expected=expected, traits=traits)
+            )
             if expected and not progress.expected:
                 progress.expected = expected
-            progress.add(instance_number, position)
+            progress.add(instance_number, position, thickness)
+            if association is not None:
+                study.associations.add(association)
             study.last_received = time.monotonic()
             if study.held_for_space:
                 study.held_for_space = False
@@ -102,6 +143,12 @@ class StudyAssembler:
                     "study stored again after a full spool: hold released",
                     extra={"study_uid": study_uid},
                 )
+
+    def association_ended(self, association: int) -> None:
+        """An association was released, aborted or closed: its studies may complete early."""
+        with self._lock:
+            for study in self._open.values():
+                study.associations.discard(association)
 
     def hold_for_space(self, study_uid: str) -> None:
         """An instance of ``study_uid`` was refused for lack of space: keep the study open.
@@ -153,9 +200,14 @@ class StudyAssembler:
                 age = (now_wall - study.last_received_at).total_seconds()
                 open_study = OpenStudy(study.id, study.study_instance_uid, now_mono - max(age, 0))
                 for series, instance in queries.series_instances(session, study.id):
+                    traits = SeriesTraits(
+                        sop_class_uid=instance.sop_class_uid,
+                        orientation=_stored_orientation(instance.image_orientation),
+                        has_position=instance.image_position is not None,
+                    )
                     progress = open_study.series.setdefault(
                         series.series_instance_uid,
-                        SeriesProgress(expected=series.expected_instances),
+                        SeriesProgress(expected=series.expected_instances, traits=traits),
                     )
                     progress.add(instance.instance_number, instance.position_z)
                 with self._lock:
@@ -208,6 +260,7 @@ class StudyAssembler:
                     stable_seconds=self._policy.stable_seconds,
                     quiet_seconds=self._policy.quiet_seconds,
                     site_expected=self._policy.site_expected,
+                    sender_connected=bool(study.associations),
                 )
                 if decision.complete:
                     due.append((study, decision))

@@ -4,41 +4,113 @@ The open platforms wait on an idle timer alone, and users report studies declare
 complete while a series was still arriving. Here a study is complete when
 
 * no instance arrived for ``stable_seconds`` (the idle timer, reset by each instance), or
-* every series is known whole and ``quiet_seconds`` passed since the last instance.
+* every series that can matter is whole, no association that carried the study is still
+  open, and ``quiet_seconds`` passed since the last instance.
+
+Only the series a model could read decide: an axial image series of an original
+reconstruction. A scanner pushes more than that in one study (a localizer, dose pages,
+an SR, coronal and sagittal reformats, a bone-kernel copy), and those are rarely "whole"
+by any rule (one image, pages 1 and 5 of 5, no slice geometry); with them deciding, real
+studies waited the full idle timer. They are still stored and listed, and they still
+reset the timers when they arrive; they only never hold a study open on their own
+(:func:`role_of` says which is which, and why).
 
 A series is whole when the count it announced (Images in Acquisition, or the count a
-site configures) has arrived, or when its instance numbers run 1..n without a hole and
-its slice positions are evenly spaced with no gap. No I/O here, so it is tested alone.
+site configures) has arrived, or when its instance numbers run without a hole (from any
+first number) and its slices cover their range without a gap: no step between
+neighbouring slices is larger than their thickness (the mean of the two) by more than
+:data:`GAP_TOLERANCE`. That accepts two-part protocols (4 mm then 7 mm in one series),
+overlapping reconstructions and either direction (vertex first), and refuses a missing
+slice. A series without a slice thickness falls back to "evenly spaced". No I/O here, so
+it is tested alone.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from statistics import median
 
 from db.vocabulary import CompletionBasis
 
 SPACING_TOLERANCE = 0.05  # relative deviation from the median step still "even"
 SPACING_ABS_TOLERANCE_MM = 0.05
+GAP_TOLERANCE = 0.10
+"""A step larger than the slices' thickness × (1 + this) leaves tissue uncovered: a gap.
+Scanners round positions and thickness to ~0.01 mm; 10 % is far below a missing slice."""
+AXIAL_MIN_NORMAL_Z = 0.7071
+"""|normal · z| at or above cos 45°: axial, gantry tilt (up to 45°) included."""
+LOCALIZER_MAX_IMAGES = 2
+"""A series of one or two images is a localizer (scout, surview) whatever it says."""
+
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # SC and the multi-frame SC classes
+BONE_KERNELS = (
+    re.compile(r"BONE|EDGE|LUNG|SHARP|DETAIL", re.IGNORECASE),  # GE BONE/BONEPLUS/EDGE/LUNG
+    re.compile(r"^(?:H|B|Hr|Br|Qr|Hf|Bf|Hn|Bv|Hv|J|I)([6-9][0-9])", re.IGNORECASE),
+)
+"""Convolution kernels of sharp (bone, lung) reconstructions, which the soft-tissue model
+never reads: any kernel name containing BONE, EDGE, LUNG, SHARP or DETAIL (GE, Philips
+and generic names), and Siemens-style letter + number kernels numbered 60 and up (H60s,
+H70h, Hr64, Br64, Qr69, J70, I70). Canon's FCnn numbers mean different things per body
+part and are not matched: such a series decides, which only delays, never truncates."""
+
+
+class SeriesRole(StrEnum):
+    """What a series is for, as far as completion is concerned."""
+
+    READ = "read"  # an axial image series the model may read: decides completion
+    LOCALIZER = "localizer"
+    SECONDARY_CAPTURE = "secondary_capture"  # dose pages, screen captures, no geometry
+    NON_IMAGE = "non_image"  # SR, presentation state, encapsulated document
+    REFORMAT = "reformat"  # coronal, sagittal or oblique: derived or not, never read
+    BONE_KERNEL = "bone_kernel"
+
+    @property
+    def decides(self) -> bool:
+        """Whether a series of this role may hold a study open."""
+        return self is SeriesRole.READ
+
+
+@dataclass(frozen=True)
+class SeriesTraits:
+    """What the first instance of a series says about what the series is."""
+
+    sop_class_uid: str
+    is_image: bool = True
+    image_type: tuple[str, ...] = ()
+    orientation: tuple[float, ...] | None = None
+    has_position: bool = True
+    kernel: str | None = None
 
 
 @dataclass
 class SeriesProgress:
-    """What has arrived of one series so far."""
+    """What has arrived of one series so far.
+
+    ``traits`` is None when nothing is known of the series' kind (a test, or a study
+    rebuilt without them): such a series decides, the cautious side.
+    """
 
     expected: int | None = None
     instance_numbers: set[int] = field(default_factory=set)
     positions: dict[int, float] = field(default_factory=dict)  # instance number -> z along normal
+    thickness: dict[int, float] = field(default_factory=dict)  # instance number -> mm
     count: int = 0
+    traits: SeriesTraits | None = None
 
-    def add(self, instance_number: int | None, position: float | None) -> None:
+    def add(
+        self, instance_number: int | None, position: float | None, thickness: float | None = None
+    ) -> None:
         """Note one newly stored instance."""
         self.count += 1
         if instance_number is not None:
             self.instance_numbers.add(instance_number)
             if position is not None:
                 self.positions[instance_number] = position
+            if thickness is not None and thickness > 0:
+                self.thickness[instance_number] = thickness
 
 
 @dataclass(frozen=True)
@@ -65,6 +137,53 @@ class SeriesWhole:
     reason: str
 
 
+def _normal(orientation: Sequence[float]) -> tuple[float, float, float]:
+    r, c = orientation[:3], orientation[3:]
+    return (
+        r[1] * c[2] - r[2] * c[1],
+        r[2] * c[0] - r[0] * c[2],
+        r[0] * c[1] - r[1] * c[0],
+    )
+
+
+def is_axial(orientation: Sequence[float]) -> bool:
+    """Whether an Image Orientation (Patient) is axial, gantry tilt up to 45° included."""
+    nx, ny, nz = _normal(orientation)
+    length = (nx * nx + ny * ny + nz * nz) ** 0.5
+    return length > 0 and abs(nz) / length >= AXIAL_MIN_NORMAL_Z
+
+
+def is_bone_kernel(kernel: str | None) -> bool:
+    """Whether a Convolution Kernel names a sharp reconstruction (see :data:`BONE_KERNELS`)."""
+    if not kernel:
+        return False
+    names = [part.strip() for part in kernel.split("\\")]
+    return any(pattern.search(name) for pattern in BONE_KERNELS for name in names)
+
+
+def role_of(progress: SeriesProgress) -> SeriesRole:
+    """The role of a series, from its first instance's traits and how many arrived."""
+    traits = progress.traits
+    if traits is None:
+        return SeriesRole.READ
+    image_type = {value.upper() for value in traits.image_type}
+    if not traits.is_image:
+        return SeriesRole.NON_IMAGE
+    if traits.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX):
+        return SeriesRole.SECONDARY_CAPTURE
+    if "LOCALIZER" in image_type:
+        return SeriesRole.LOCALIZER
+    if not traits.has_position and traits.orientation is None:
+        return SeriesRole.SECONDARY_CAPTURE  # no geometry: a page, not a volume
+    if traits.orientation is not None and not is_axial(traits.orientation):
+        return SeriesRole.REFORMAT
+    if is_bone_kernel(traits.kernel):
+        return SeriesRole.BONE_KERNEL
+    if progress.count <= LOCALIZER_MAX_IMAGES:
+        return SeriesRole.LOCALIZER
+    return SeriesRole.READ
+
+
 def evenly_spaced(positions: Sequence[float]) -> bool:
     """True when sorted ``positions`` have one step size, no gap and no duplicate."""
     if len(positions) < 2:
@@ -76,6 +195,22 @@ def evenly_spaced(positions: Sequence[float]) -> bool:
         return False
     tolerance = max(SPACING_ABS_TOLERANCE_MM, SPACING_TOLERANCE * step)
     return all(abs(s - step) <= tolerance for s in steps)
+
+
+def covered_without_gap(slices: Sequence[tuple[float, float]]) -> bool:
+    """True when (position, thickness) slices cover their range with no gap and no duplicate.
+
+    Neighbours (in position order, whatever the arrival or numbering order) are a gap
+    apart when their step exceeds the mean of their thicknesses × (1 + GAP_TOLERANCE).
+    """
+    ordered = sorted(slices)
+    for (a, ta), (b, tb) in zip(ordered, ordered[1:], strict=False):
+        step = b - a
+        if step <= SPACING_ABS_TOLERANCE_MM:
+            return False  # two slices in one place: a duplicate, not a volume
+        if step > (ta + tb) / 2 * (1 + GAP_TOLERANCE):
+            return False
+    return True
 
 
 def series_whole(progress: SeriesProgress, site_expected: int = 0) -> str | None:
@@ -92,15 +227,21 @@ def whole_by(progress: SeriesProgress, site_expected: int = 0) -> SeriesWhole | 
         return SeriesWhole(basis, f"announced count {expected} arrived")
     numbers = progress.instance_numbers
     n = len(numbers)
-    if n == 0 or n != progress.count or min(numbers) != 1 or max(numbers) != n:
+    if n == 0 or n != progress.count or max(numbers) - min(numbers) != n - 1:
         return None
     if expected is not None:
         return None  # an announced count not reached outranks geometry
     if len(progress.positions) != n:
         return None
+    span = f"instances {min(numbers)}..{max(numbers)} contiguous"
+    if len(progress.thickness) == n:
+        slices = [(progress.positions[i], progress.thickness[i]) for i in numbers]
+        if not covered_without_gap(slices):
+            return None
+        return SeriesWhole(CompletionBasis.GEOMETRY, f"{span}, slices cover without a gap")
     if not evenly_spaced(list(progress.positions.values())):
         return None
-    return SeriesWhole(CompletionBasis.GEOMETRY, f"instances 1..{n} contiguous and evenly spaced")
+    return SeriesWhole(CompletionBasis.GEOMETRY, f"{span} and evenly spaced")
 
 
 def decide(
@@ -112,17 +253,25 @@ def decide(
     quiet_seconds: float,
     site_expected: int = 0,
     count_quiet_seconds: float | None = None,
+    sender_connected: bool = False,
 ) -> Decision:
     """Decide whether a study is complete at time ``now`` (seconds, any common clock).
 
-    A count the scanner announced is definitive for its series, so when every series is
-    whole by count the study completes after ``count_quiet_seconds`` (default: the shorter
-    of 0.5 s and ``quiet_seconds``), leaving only room for a next series to begin; whole by
-    geometry alone waits the full ``quiet_seconds``, since a pause mid-series looks the same.
+    Only series whose :func:`role_of` decides are asked whether they are whole; when a
+    study has none (only pages or a localizer so far), every series is asked, as before.
 
-    The basis of a study whole by counts is ``ANNOUNCED_COUNT`` when every series announced
-    its own, ``SITE_COUNT`` when any relied on the site's; any series whole by geometry alone
-    makes the study's basis ``GEOMETRY``.
+    A count the scanner announced is definitive for its series, so when every deciding
+    series is whole by count the study completes after ``count_quiet_seconds`` (default:
+    the shorter of 0.5 s and ``quiet_seconds``), leaving only room for a next series to
+    begin; whole by geometry alone waits the full ``quiet_seconds``.
+
+    ``sender_connected`` (an association that carried the study is still open) holds the
+    early rules: a pause mid-series looks exactly like a whole series, and a sender that
+    has not released may be about to send the rest. Only the idle timer then completes.
+
+    The basis of a study whole by counts is ``ANNOUNCED_COUNT`` when every deciding series
+    announced its own, ``SITE_COUNT`` when any relied on the site's; any series whole by
+    geometry alone makes the study's basis ``GEOMETRY``.
     """
     idle = now - last_received
     if idle >= stable_seconds:
@@ -131,13 +280,14 @@ def decide(
             f"idle for {idle:.1f}s (stable_seconds={stable_seconds:g})",
             CompletionBasis.IDLE_TIMER,
         )
-    if not series:
+    if not series or sender_connected:
         return WAITING
     if count_quiet_seconds is None:
         count_quiet_seconds = min(0.5, quiet_seconds)
     if idle < min(count_quiet_seconds, quiet_seconds):
         return WAITING
-    wholes = [whole_by(s, site_expected) for s in series]
+    deciding = [s for s in series if role_of(s).decides] or list(series)
+    wholes = [whole_by(s, site_expected) for s in deciding]
     if any(w is None for w in wholes):
         return WAITING
     bases = {w.basis for w in wholes if w is not None}
@@ -150,7 +300,15 @@ def decide(
             basis = CompletionBasis.SITE_COUNT
         else:
             basis = CompletionBasis.ANNOUNCED_COUNT
+        others = _not_deciding(series) if len(deciding) < len(series) else ""
         return Decision(
-            True, f"all {len(series)} series whole {how} after {idle:.1f}s quiet", basis
+            True,
+            f"all {len(deciding)} series whole {how} after {idle:.1f}s quiet{others}",
+            basis,
         )
     return WAITING
+
+
+def _not_deciding(series: Sequence[SeriesProgress]) -> str:
+    roles = sorted(str(role_of(s)) for s in series if not role_of(s).decides)
+    return f" ({len(roles)} not deciding: {', '.join(roles)})"

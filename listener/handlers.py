@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.audit import record_event
 from db.vocabulary import AuditEventType
-from listener.assembly import StudyAssembler
+from listener.assembly import StudyAssembler, traits_of
 from listener.fastpath import (
     HEAD_BYTES,
     ReceivedDataset,
@@ -141,6 +141,7 @@ def handle_store(event: Event, ctx: StoreContext) -> int:
             transfer_syntax=str(event.context.transfer_syntax),
             fragments=_fragments(request.DataSet),
             abstract_syntax=str(event.context.abstract_syntax or ""),
+            association=id(event.assoc),
         )
     except Exception as exc:
         log.exception("could not read the received dataset")
@@ -284,6 +285,9 @@ def _store(ctx: StoreContext, received: ReceivedInstance, incoming: IncomingFile
             instance_number=header.instance_number,
             position=header.position_along_normal,
             expected=header.images_in_acquisition,
+            thickness=header.slice_thickness,
+            traits=traits_of(header),
+            association=received.association,
         )
     return SUCCESS
 
@@ -323,6 +327,14 @@ def _hold_study(ctx: StoreContext, study_uid: str | None) -> None:
     """A full spool refused an instance: its study must not complete without it."""
     if study_uid is not None:
         ctx.assembler.hold_for_space(study_uid)
+
+
+def handle_association_end(event: Event, ctx: StoreContext) -> None:
+    """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: the sender is gone, studies may complete."""
+    try:
+        ctx.assembler.association_ended(id(event.assoc))
+    except Exception:  # an event handler must never raise into pynetdicom
+        log.exception("could not note the end of an association")
 
 
 def handle_echo(event: Event) -> int:

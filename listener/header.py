@@ -13,6 +13,7 @@ from typing import Literal
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from listener.pixel_rules import (
     UNDEFINED_LENGTH,
@@ -51,6 +52,11 @@ class InstanceHeader:
     rows: int | None = None
     columns: int | None = None
     has_pixel_data: bool | None = None  # None when it cannot be told without inflating
+    image_type: tuple[str, ...] = ()
+    """Image Type values (ORIGINAL/DERIVED, PRIMARY/SECONDARY, AXIAL/LOCALIZER...): with the
+    SOP class, orientation and kernel, what :func:`listener.completion.role_of` reads."""
+    slice_thickness: float | None = None
+    convolution_kernel: str | None = None  # values joined by a backslash, as encoded
 
     @property
     def position_along_normal(self) -> float | None:
@@ -96,6 +102,27 @@ def _floats(ds: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
     return numbers if len(numbers) == count else None
 
 
+def _values(ds: Dataset, keyword: str, limit: int, count: int) -> tuple[str, ...]:
+    """The non-empty values of a multi-valued text element, each stripped and cut."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    parts = (str(item).strip()[:limit] for item in items)
+    return tuple(part for part in parts if part)[:count]
+
+
+def _float(ds: Dataset, keyword: str) -> float | None:
+    """A single decimal value; None when absent, malformed or (wrongly) multi-valued."""
+    value = ds.get(keyword)
+    if value is None or value == "" or isinstance(value, MultiValue):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def header_from_dataset(ds: Dataset) -> InstanceHeader:
     """Extract and validate the grouping tags; raise :class:`MalformedDatasetError` if unusable."""
     try:
@@ -130,6 +157,9 @@ def header_from_dataset(ds: Dataset) -> InstanceHeader:
         study_date=_text(ds, "StudyDate", 8),
         rows=_int(ds, "Rows"),
         columns=_int(ds, "Columns"),
+        image_type=_values(ds, "ImageType", 16, 8),
+        slice_thickness=_float(ds, "SliceThickness"),
+        convolution_kernel="\\".join(_values(ds, "ConvolutionKernel", 16, 8)) or None,
     )
 
 

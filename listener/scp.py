@@ -43,6 +43,7 @@ from listener.fastpath import ReceiveLimits, make_request_handler
 from listener.handlers import (
     StoreContext,
     begin_instance,
+    handle_association_end,
     handle_echo,
     handle_store,
     store_received,
@@ -166,6 +167,9 @@ def start_scp(settings: Settings, ctx: StoreContext, *, port: int | None = None)
     handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_RELEASED, handle_association_end, [ctx]),
+        (evt.EVT_ABORTED, handle_association_end, [ctx]),
+        (evt.EVT_CONN_CLOSE, handle_association_end, [ctx]),
         (evt.EVT_REJECTED, _audit_rejection, [ctx.sessions]),
     ]
     ssl_context = None

@@ -125,6 +125,9 @@ class ReceivedInstance:
     """The SOP class the presentation context was accepted for ("" = not known)."""
     refused: str | None = None
     """Why the receive path already refused this instance (its bytes were dropped)."""
+    association: int | None = None
+    """``id()`` of the association that carried it: the assembler holds a study's early
+    completion while one of its associations is open."""
 
 
 StoreFunction = Callable[[ReceivedInstance], int]
@@ -339,6 +342,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
             tail=self._tail,
             abstract_syntax=str(context.abstract_syntax or ""),
             refused=refused,
+            association=id(assoc),
         )
         self._kept_cost = 0
         try:

@@ -54,6 +54,7 @@ _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _SHORT_HEAD = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length (explicit VR)
 
 _TAGS = {
+    0x00080008: "ImageType",
     0x00080016: "SOPClassUID",
     0x00080018: "SOPInstanceUID",
     0x00080020: "StudyDate",
@@ -63,6 +64,8 @@ _TAGS = {
     0x0008103E: "SeriesDescription",
     0x00100020: "PatientID",
     0x00180015: "BodyPartExamined",
+    0x00180050: "SliceThickness",
+    0x00181210: "ConvolutionKernel",
     0x0020000D: "StudyInstanceUID",
     0x0020000E: "SeriesInstanceUID",
     0x00200011: "SeriesNumber",
@@ -79,9 +82,10 @@ _TAGS = {
 }
 _VRS = {
     **dict.fromkeys([0x00080016, 0x00080018, 0x0020000D, 0x0020000E], b"UI"),
-    **dict.fromkeys([0x00080060, 0x00180015, 0x00280004], b"CS"),
+    **dict.fromkeys([0x00080008, 0x00080060, 0x00180015, 0x00280004], b"CS"),
     **dict.fromkeys([0x00081030, 0x0008103E, 0x00100020], b"LO"),
-    0x00080050: b"SH",
+    **dict.fromkeys([0x00080050, 0x00181210], b"SH"),
+    0x00180050: b"DS",
     0x00080020: b"DA",
     **dict.fromkeys([0x00200011, 0x00200013, 0x00201002, 0x00280008], b"IS"),
     **dict.fromkeys([0x00200032, 0x00200037], b"DS"),
@@ -198,6 +202,16 @@ def _text(raw: bytes | None, limit: int) -> str | None:
     return raw.decode("ascii").strip(" \x00").strip()[:limit] or None
 
 
+def _values(raw: bytes | None, limit: int, count: int) -> tuple[str, ...]:
+    """The non-empty values of a multi-valued text element, as :mod:`listener.header` keeps them."""
+    if raw is None:
+        return ()
+    if not raw.isascii():
+        raise _Unsure("non-ASCII text")
+    parts = (p.decode("ascii").strip(" \x00").strip()[:limit] for p in raw.split(b"\\"))
+    return tuple(part for part in parts if part)[:count]
+
+
 def _uid(raw: bytes | None, what: str) -> str:
     value = None
     if raw is not None:
@@ -221,6 +235,11 @@ def _us(raw: bytes | None) -> int | None:
     if len(raw) != 2:
         raise _Unsure("multi-valued US")
     return int(struct.unpack("<H", raw)[0])
+
+
+def _float(raw: bytes | None) -> float | None:
+    numbers = _floats(raw, 1) if raw is None or b"\\" not in raw else None
+    return numbers[0] if numbers else None
 
 
 def _floats(raw: bytes | None, count: int) -> tuple[float, ...] | None:
@@ -282,6 +301,9 @@ def scan_header(
             rows=_us(v.get(0x00280010)),
             columns=_us(v.get(0x00280011)),
             has_pixel_data=scan.pixel_at is not None,
+            image_type=_values(v.get(0x00080008), 16, 8),
+            slice_thickness=_float(v.get(0x00180050)),
+            convolution_kernel="\\".join(_values(v.get(0x00181210), 16, 8)) or None,
         )
         frames = v.get(0x00280008)
         if frames is not None and (_int(frames) or 0) < 1:

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from db import queries
+from db.audit import record_event
 from db.models import Instance, Series, Study
-from db.vocabulary import StudyState
+from db.vocabulary import AuditEventType, CompletionBasis, StudyState
 
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -96,6 +97,32 @@ def test_study_summaries_count_series_and_instances(session: Session) -> None:
         "first_received_at", "last_received_at", "completed_at",
     }  # fmt: skip
     assert expected_keys <= set(full)
+
+
+def test_study_summaries_name_the_rule_of_the_latest_completion(session: Session) -> None:
+    add_study(session, "7.1", series={}, minutes=0)
+    add_study(session, "7.2", series={}, minutes=1)
+    first = {"version": 1, "basis": CompletionBasis.GEOMETRY}
+    again = {"version": 2, "basis": CompletionBasis.IDLE_TIMER}
+    record_event(
+        session, AuditEventType.STUDY_COMPLETED, actor="l", study_instance_uid="7.1", detail=first
+    )
+    record_event(
+        session,
+        AuditEventType.STUDY_QUEUED,
+        actor="l",
+        study_instance_uid="7.1",
+        detail={"version": 1},
+    )
+    record_event(
+        session, AuditEventType.STUDY_UPDATED, actor="l", study_instance_uid="7.1", detail=again
+    )
+    session.flush()
+
+    rows = {r["study_instance_uid"]: r for r in queries.study_summaries(session)}
+
+    assert rows["7.1"]["completion_basis"] == "idle_timer"
+    assert rows["7.2"]["completion_basis"] is None  # still receiving
 
 
 def test_mark_queued_only_from_complete_at_the_same_version(session: Session) -> None:

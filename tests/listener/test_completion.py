@@ -7,7 +7,17 @@ import math
 import pytest
 
 from db.vocabulary import CompletionBasis
-from listener.completion import SeriesProgress, decide, evenly_spaced, series_whole
+from listener.completion import (
+    SeriesProgress,
+    SeriesRole,
+    SeriesTraits,
+    covered_without_gap,
+    decide,
+    evenly_spaced,
+    is_bone_kernel,
+    role_of,
+    series_whole,
+)
 from listener.header import InstanceHeader
 
 
@@ -56,8 +66,12 @@ def test_missing_instance_number_is_not_whole() -> None:
     assert series_whole(progress(numbers, [axial(6)[n - 1] for n in numbers])) is None
 
 
-def test_series_not_starting_at_one_is_not_whole() -> None:
-    assert series_whole(progress([2, 3, 4], axial(3))) is None
+def test_series_may_start_at_any_instance_number() -> None:
+    # scanners number on from an earlier series (201..228) or skip the scout's number
+    assert (
+        series_whole(progress([2, 3, 4], axial(3))) == "instances 2..4 contiguous and evenly spaced"
+    )
+    assert series_whole(progress([201, 202, 204], axial(3))) is None
 
 
 def test_gap_in_slice_positions_is_not_whole() -> None:
@@ -206,3 +220,142 @@ def test_decision_names_the_rule_that_completed_the_study() -> None:
     assert basis([counted, geometric], idle=1.0) is None  # geometry waits the quiet time
     assert basis([counted, geometric], idle=5.0) is CompletionBasis.GEOMETRY
     assert basis([geometric], idle=30.0) is CompletionBasis.IDLE_TIMER
+
+
+# -- thickness: two-part protocols, overlap, gaps ----------------------------------------------
+CT = "1.2.840.10008.5.1.4.1.1.2"
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def with_thickness(
+    numbers: list[int], positions: list[float], thickness: list[float], traits: SeriesTraits | None
+) -> SeriesProgress:
+    series = SeriesProgress(traits=traits)
+    for number, position, mm in zip(numbers, positions, thickness, strict=True):
+        series.add(number, position, mm)
+    return series
+
+
+def two_part(first: int = 14, second: int = 14) -> tuple[list[float], list[float]]:
+    """The GE layout: ``first`` slices 4 mm apart (4 mm thick), then ``second`` at 7 mm."""
+    positions = [4.0 * i for i in range(first)]
+    top = positions[-1] + 1.1  # the second part starts overlapping the first, as on the GE
+    positions += [top + 7.0 * i for i in range(second)]
+    return positions, [4.0] * first + [7.0] * second
+
+
+def test_two_part_series_is_whole_though_not_evenly_spaced() -> None:
+    positions, thickness = two_part()
+    assert not evenly_spaced(positions)
+    series = with_thickness(list(range(1, 29)), positions, thickness, None)
+    assert series_whole(series) == "instances 1..28 contiguous, slices cover without a gap"
+
+
+def test_two_part_series_missing_a_middle_slice_is_not_whole() -> None:
+    positions, thickness = two_part()
+    numbers = list(range(1, 29))
+    del numbers[20], positions[20], thickness[20]
+    assert series_whole(with_thickness(numbers, positions, thickness, None)) is None
+    renumbered = list(range(1, 28))  # numbered without a hole, but a 7 mm slab is missing
+    assert series_whole(with_thickness(renumbered, positions, thickness, None)) is None
+
+
+def test_vertex_first_series_is_whole() -> None:
+    positions, thickness = two_part()
+    numbers = list(range(1, 29))
+    series = with_thickness(numbers, positions[::-1], thickness[::-1], None)
+    assert series_whole(series) is not None
+
+
+def test_step_larger_than_thickness_is_a_gap_and_overlap_is_not() -> None:
+    assert covered_without_gap([(0.0, 5.0), (5.4, 5.0), (10.8, 5.0)])  # within 10 %
+    assert not covered_without_gap([(0.0, 5.0), (5.6, 5.0)])
+    assert covered_without_gap([(0.0, 5.0), (2.5, 5.0), (5.0, 5.0)])  # overlapping recon
+    assert not covered_without_gap([(0.0, 5.0), (0.0, 5.0)])  # duplicate place
+    assert covered_without_gap([(0.0, 4.0), (5.5, 7.0)])  # mean of 4 and 7 mm
+
+
+def test_thin_slices_spread_apart_are_not_whole_though_even() -> None:
+    # 1 mm slices every 5 mm (a sparse preview) cover a fifth of the range: not a volume
+    series = with_thickness(list(range(1, 6)), axial(5), [1.0] * 5, None)
+    assert series_whole(series) is None
+
+
+# -- which series decide -------------------------------------------------------------------------
+def role(traits: SeriesTraits, count: int = 20) -> SeriesRole:
+    series = SeriesProgress(traits=traits)
+    for n in range(1, count + 1):
+        series.add(n, float(n))
+    return role_of(series)
+
+
+def test_roles_of_what_scanners_send_besides_the_head_series() -> None:
+    read = SeriesTraits(CT, image_type=("ORIGINAL", "PRIMARY", "AXIAL"), orientation=AXIAL)
+    assert role(read) is SeriesRole.READ
+    assert role(read, count=2) is SeriesRole.LOCALIZER  # one or two images
+    scout = SeriesTraits(
+        CT, image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"), orientation=(0, 1, 0, 0, 0, -1)
+    )
+    assert role(scout, count=3) is SeriesRole.LOCALIZER
+    sc = SeriesTraits("1.2.840.10008.5.1.4.1.1.7", image_type=("DERIVED", "SECONDARY"))
+    assert role(sc) is SeriesRole.SECONDARY_CAPTURE
+    pages = SeriesTraits(CT, orientation=None, has_position=False)
+    assert role(pages) is SeriesRole.SECONDARY_CAPTURE  # no geometry
+    sr = SeriesTraits("1.2.840.10008.5.1.4.1.1.88.67", is_image=False)
+    assert role(sr) is SeriesRole.NON_IMAGE
+    coronal = SeriesTraits(CT, image_type=("DERIVED", "SECONDARY"), orientation=(1, 0, 0, 0, 0, -1))
+    assert role(coronal) is SeriesRole.REFORMAT
+    sagittal = SeriesTraits(CT, orientation=(0, 1, 0, 0, 0, -1))
+    assert role(sagittal) is SeriesRole.REFORMAT
+    bone = SeriesTraits(CT, orientation=AXIAL, kernel="BONEPLUS")
+    assert role(bone) is SeriesRole.BONE_KERNEL
+    assert role(SeriesTraits(CT, orientation=AXIAL, kernel="STD+")) is SeriesRole.READ
+
+
+def test_gantry_tilted_series_is_still_axial() -> None:
+    t = math.radians(25.0)
+    tilted = SeriesTraits(CT, orientation=(1, 0, 0, 0, math.cos(t), -math.sin(t)))
+    assert role(tilted) is SeriesRole.READ
+
+
+def test_bone_kernel_names() -> None:
+    sharp = ["BONE", "BONEPLUS", "EDGE", "LUNG", "H60s", "H70h", "Hr64", "Br64\\3", "Qr69", "J70"]
+    soft = ["STD+", "STANDARD", "SOFT", "UB", "H30s", "Hr38", "Br40", "FC26", "", None]
+    assert all(is_bone_kernel(k) for k in sharp)
+    assert not any(is_bone_kernel(k) for k in soft)
+
+
+def test_localizer_dose_pages_and_reformat_do_not_hold_the_study() -> None:
+    head = with_thickness(list(range(1, 29)), axial(28), [5.0] * 28, None)
+    scout = SeriesProgress(traits=SeriesTraits(CT, image_type=("ORIGINAL", "PRIMARY", "LOCALIZER")))
+    scout.add(1, 0.0)
+    dose = SeriesProgress(traits=SeriesTraits("1.2.840.10008.5.1.4.1.1.7", has_position=False))
+    dose.add(1, None)
+    dose.add(5, None)  # pages 1 and 5: never whole
+    common = {"last_received": 0.0, "stable_seconds": 60.0, "quiet_seconds": 3.0}
+    done = decide(now=3.0, series=[scout, head, dose], **common)  # type: ignore[arg-type]
+    assert done.complete and done.basis is CompletionBasis.GEOMETRY
+    assert "2 not deciding: localizer, secondary_capture" in done.reason
+    partial = with_thickness([1, 2, 4], axial(4)[:2] + axial(4)[3:], [5.0] * 3, None)
+    assert not decide(now=3.0, series=[scout, partial, dose], **common).complete  # type: ignore[arg-type]
+
+
+def test_study_of_only_pages_waits_for_the_idle_timer() -> None:
+    dose = SeriesProgress(traits=SeriesTraits("1.2.840.10008.5.1.4.1.1.7", has_position=False))
+    dose.add(1, None)
+    dose.add(5, None)
+    common = {"last_received": 0.0, "series": [dose], "stable_seconds": 60.0, "quiet_seconds": 3.0}
+    assert not decide(now=59.0, **common).complete  # type: ignore[arg-type]
+    assert decide(now=60.0, **common).basis is CompletionBasis.IDLE_TIMER  # type: ignore[arg-type]
+
+
+def test_open_association_holds_the_early_rules_but_not_the_idle_timer() -> None:
+    head = with_thickness(list(range(1, 11)), axial(10), [5.0] * 10, None)
+    counted = progress([1, 2, 3], expected=3)
+    common = {"last_received": 0.0, "stable_seconds": 60.0, "quiet_seconds": 1.0}
+    for series in ([head], [counted]):
+        assert decide(now=5.0, series=series, **common).complete  # type: ignore[arg-type]
+        held = decide(now=5.0, series=series, sender_connected=True, **common)  # type: ignore[arg-type]
+        assert not held.complete
+        late = decide(now=60.0, series=series, sender_connected=True, **common)  # type: ignore[arg-type]
+        assert late.basis is CompletionBasis.IDLE_TIMER

@@ -181,6 +181,7 @@ def test_killed_listener_resumes_study_and_completes_it_when_the_rest_arrives(
     assert row["calling_aet"] == "CT_ROOM_1"
     assert row["series_count"] == 1
     assert row["instance_count"] == 40
+    assert row["completion_basis"] == "announced_count"  # resumed, then whole by its count
     first, last, completed = (
         datetime.fromisoformat(row[key])
         for key in ("first_received_at", "last_received_at", "completed_at")
