@@ -234,7 +234,7 @@ class CompletionSection(Section):
     quiet_seconds: float = Field(
         default=3.0,
         ge=0,
-        description="Quiet gap before a study whose series are all whole completes.",
+        description="Quiet gap before a study whose deciding series (axial, soft tissue) are whole completes.",
         json_schema_extra=env("QUIET_SECONDS"),
     )
     expected_instances: int = Field(
