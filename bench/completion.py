@@ -100,7 +100,8 @@ def send_once(files: Sequence[Path], timeout: float = 90.0) -> Run:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _files(root: Path, folders: Sequence[str]) -> list[Path]:
+def study_files(root: Path, folders: Sequence[str]) -> list[Path]:
+    """The DICOM files of a real study's folders under ``root``, in name order."""
     return [
         p
         for folder in folders
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.phantom_layouts import LAYOUTS, write_layout
 
     studies = {
-        name: _files(args.root, folders)
+        name: study_files(args.root, folders)
         for name, folders in REAL_STUDIES.items()
         if all((args.root / f).is_dir() for f in folders)
     }

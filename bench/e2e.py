@@ -7,6 +7,11 @@ DCMTK ``storescu`` sends a fresh 40-slice phantom study whose series announces i
 (Images in Acquisition), so completion comes by slice count. The clock starts when
 ``storescu`` exits (every C-STORE answered) and stops at the prediction's commit time.
 Goal on CPU: <= 5 s.
+
+With ``--studies ../shared/data`` it sends instead, in each round, the real studies of
+:mod:`bench.completion` and every scanner layout of :mod:`training.phantom_layouts`, each
+as a copy with fresh UIDs (so every round is a new study; nothing is written beside the
+data), and prints the median latency per study with the shipped timers.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pydicom
+from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from bench.dicom_peers import REPO_ROOT, send, start_triage
@@ -44,6 +52,40 @@ def _prediction_time(sessions, study_uid: str) -> tuple[datetime, dict] | None:
     return (row[0], row[1]) if row else None
 
 
+def fresh_copy(files: list[Path], dest: Path) -> tuple[str, list[Path]]:
+    """Copy a study under ``dest`` with new Study, Series and SOP Instance UIDs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    mapping: dict[str, str] = {}
+    copies = []
+    study_uid = ""
+    for number, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            if keyword in ds:
+                old = str(ds[keyword].value)
+                ds[keyword].value = mapping.setdefault(old, generate_uid())
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        study_uid = str(ds.StudyInstanceUID)
+        copy = dest / f"{number:04d}.dcm"
+        ds.save_as(copy)
+        copies.append(copy)
+    return study_uid, copies
+
+
+def _named_studies(root: Path, work: Path) -> dict[str, list[Path]]:
+    from bench.completion import REAL_STUDIES, study_files
+    from training.phantom_layouts import LAYOUTS, write_layout
+
+    studies = {
+        name: study_files(root, folders)
+        for name, folders in REAL_STUDIES.items()
+        if all((root / f).is_dir() for f in folders)
+    }
+    for name in LAYOUTS:
+        studies[f"layout {name}"] = list(write_layout(work / "layouts" / name, name).files)
+    return studies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bundle", type=Path, default=REPO_ROOT / "worker" / "bundles" / "demo")
@@ -51,6 +93,9 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=40)
     parser.add_argument("--broker", default="", help="e.g. redis://127.0.0.1:6379/5")
     parser.add_argument("--database", default="", help="SQLAlchemy URL (default SQLite)")
+    parser.add_argument(
+        "--studies", type=Path, default=None, help="send real studies and layouts (data root)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -87,6 +132,9 @@ def main() -> None:
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise SystemExit("worker did not start; see " + str(work / "worker.log"))
             time.sleep(0.2)
+        if args.studies is not None:
+            _named_rounds(args, work, listener.port, sessions)
+            return
         for round_no in range(args.rounds + 1):  # round 0 warms caches, not counted
             study = write_phantom_study(
                 work / f"study{round_no}",
@@ -145,6 +193,35 @@ def main() -> None:
     )
     print(f"written {out}")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _named_rounds(args: argparse.Namespace, work: Path, port: int, sessions: Any) -> None:
+    """Each real study and layout, ``args.rounds`` times with fresh UIDs; medians printed."""
+    results: dict[str, list[float]] = {}
+    studies = _named_studies(args.studies, work)
+    for round_no in range(args.rounds):
+        for name, files in studies.items():
+            study_uid, copies = fresh_copy(files, work / "copies" / f"{round_no}-{len(results)}")
+            result = send(port, copies, aet="TRIAGE")
+            acked = datetime.now(UTC)
+            if result.returncode != 0:
+                raise SystemExit(f"storescu failed for {name}: {result.output[-500:]}")
+            found = None
+            deadline = time.monotonic() + 150
+            while found is None and time.monotonic() < deadline:
+                found = _prediction_time(sessions, study_uid)
+                time.sleep(0.05)
+            latency = (found[0] - acked).total_seconds() if found else float("inf")
+            results.setdefault(name, []).append(latency)
+            print(f"round {round_no} {name:<28} last ack -> prediction {latency:.2f}s", flush=True)
+    print(f"{'study':<30} median s (of {args.rounds})  goal <= {GOAL_SECONDS:g} s")
+    for name, latencies in results.items():
+        median = statistics.median(latencies)
+        print(f"{name:<30} {median:8.2f}")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"e2e-studies-{datetime.now(UTC):%Y%m%d}.json"
+    out.write_text(json.dumps({"rounds": args.rounds, "latency_s": results}, indent=1) + "\n")
+    print(f"written {out}")
 
 
 if __name__ == "__main__":
