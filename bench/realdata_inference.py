@@ -68,6 +68,10 @@ class StudyOutcome:
     series_ok: bool
     priority: str
     probabilities: dict[str, float]
+    assessed: bool = False
+    in_domain: bool = False
+    domain_score: float | None = None
+    reasons: tuple[str, ...] = ()
 
 
 def _dicom_files(folder: Path) -> list[Path]:
@@ -143,6 +147,10 @@ def studies(root: Path, bundle: Path) -> list[StudyOutcome]:
                     bool(prediction and prediction.series_instance_uid == expected_series),
                     prediction.priority if prediction else "-",
                     dict(prediction.probabilities) if prediction else {},
+                    bool(prediction and prediction.assessed),
+                    bool(prediction and prediction.in_domain),
+                    prediction.domain_score if prediction else None,
+                    tuple(prediction.reasons or ()) if prediction else (),
                 )
             )
     finally:
@@ -185,10 +193,17 @@ def report(
     print("\n== real studies through listener and worker ==")
     print(f"{'study':<24}{'state':<11}{'series ok':<10}{'priority':<10}selection / reason")
     for o in outcomes:
-        print(f"{o.name:<24}{o.state:<11}{str(o.series_ok):<10}{o.priority:<10}{o.reason}")
-        if o.probabilities:
+        print(f"{o.name:<24}{o.state:<11}{str(o.series_ok):<10}{o.priority:<14}{o.reason}")
+        score = f"{o.domain_score:.2f}" if o.domain_score is not None else "-"
+        print(" " * 24 + f"assessed={o.assessed} in_domain={o.in_domain} domain_score={score}")
+        if o.assessed and o.probabilities:
             print(" " * 24 + "  ".join(f"{k[:6]}={o.probabilities[k]:.3f}" for k in SHOWN))
-    print("\n== real slices scored alone (study probabilities of a one-slice series) ==")
+        for reason in o.reasons:
+            print(" " * 24 + f"not assessed: {reason}")
+    print(
+        "\n== real slices scored alone: raw model output, no adequacy or domain gate "
+        "(the worker reports such inputs as not assessed) =="
+    )
     header = "".join(f"{k[:7]:>9}" for k in SHOWN)
     print(f"{'file':<26}{'label':<22}{header}")
     for name, label, probs in scored:
