@@ -33,7 +33,7 @@ import pydicom
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from bench.dicom_peers import REPO_ROOT, send, start_triage
+from bench.dicom_peers import REPO_ROOT, SendResult, send, start_triage
 from db.engine import make_engine, make_session_factory
 from db.models import Prediction, Study
 from training.phantom import write_phantom_study
@@ -50,6 +50,22 @@ def _prediction_time(sessions, study_uid: str) -> tuple[datetime, dict] | None:
             .where(Study.study_instance_uid == study_uid)
         ).first()
     return (row[0], row[1]) if row else None
+
+
+def _send_and_wait(
+    port: int, files: list[Path], study_uid: str, sessions: Any, *, timeout: float
+) -> tuple[SendResult, datetime, tuple[datetime, dict] | None]:
+    """Send a study with storescu; (its run, when it was acknowledged, its prediction)."""
+    result = send(port, files, aet="TRIAGE")
+    acked = datetime.now(UTC)
+    if result.returncode != 0:
+        raise SystemExit(f"storescu failed: {result.output[-500:]}")
+    found = None
+    deadline = time.monotonic() + timeout
+    while found is None and time.monotonic() < deadline:
+        found = _prediction_time(sessions, study_uid)
+        time.sleep(0.02)
+    return result, acked, found
 
 
 def fresh_copy(files: list[Path], dest: Path) -> tuple[str, list[Path]]:
@@ -142,15 +158,9 @@ def main() -> None:
                 lesions=("epidural",),
                 seed=100 + round_no,
             )
-            result = send(listener.port, study.files, aet="TRIAGE")
-            acked = datetime.now(UTC)
-            if result.returncode != 0:
-                raise SystemExit(f"storescu failed: {result.output[-500:]}")
-            found = None
-            deadline = time.monotonic() + 120
-            while found is None and time.monotonic() < deadline:
-                found = _prediction_time(sessions, study.study_uid)
-                time.sleep(0.02)
+            result, acked, found = _send_and_wait(
+                listener.port, study.files, study.study_uid, sessions, timeout=120
+            )
             if found is None:
                 raise SystemExit("no prediction within 120 s; see " + str(work / "worker.log"))
             latency = (found[0] - acked).total_seconds()
@@ -202,15 +212,7 @@ def _named_rounds(args: argparse.Namespace, work: Path, port: int, sessions: Any
     for round_no in range(args.rounds):
         for name, files in studies.items():
             study_uid, copies = fresh_copy(files, work / "copies" / f"{round_no}-{len(results)}")
-            result = send(port, copies, aet="TRIAGE")
-            acked = datetime.now(UTC)
-            if result.returncode != 0:
-                raise SystemExit(f"storescu failed for {name}: {result.output[-500:]}")
-            found = None
-            deadline = time.monotonic() + 150
-            while found is None and time.monotonic() < deadline:
-                found = _prediction_time(sessions, study_uid)
-                time.sleep(0.05)
+            _, acked, found = _send_and_wait(port, copies, study_uid, sessions, timeout=150)
             latency = (found[0] - acked).total_seconds() if found else float("inf")
             results.setdefault(name, []).append(latency)
             print(f"round {round_no} {name:<28} last ack -> prediction {latency:.2f}s", flush=True)
