@@ -199,7 +199,7 @@ def report(
         if o.assessed and o.probabilities:
             print(" " * 24 + "  ".join(f"{k[:6]}={o.probabilities[k]:.3f}" for k in SHOWN))
         for reason in o.reasons:
-            print(" " * 24 + f"not assessed: {reason}")
+            print(" " * 24 + f"reason: {reason}")
     print(
         "\n== real slices scored alone: raw model output, no adequacy or domain gate "
         "(the worker reports such inputs as not assessed) =="
