@@ -266,8 +266,10 @@ def decide(
     begin; whole by geometry alone waits the full ``quiet_seconds``.
 
     ``sender_connected`` (an association that carried the study is still open) holds the
-    early rules: a pause mid-series looks exactly like a whole series, and a sender that
-    has not released may be about to send the rest. Only the idle timer then completes.
+    geometry rule: a pause mid-series looks exactly like a whole series, and a sender that
+    has not released may be about to send the rest. A count the scanner announced is not
+    held (it already says the series is whole), so a study sent over a long association
+    that carries other studies too still completes in seconds.
 
     The basis of a study whole by counts is ``ANNOUNCED_COUNT`` when every deciding series
     announced its own, ``SITE_COUNT`` when any relied on the site's; any series whole by
@@ -280,7 +282,7 @@ def decide(
             f"idle for {idle:.1f}s (stable_seconds={stable_seconds:g})",
             CompletionBasis.IDLE_TIMER,
         )
-    if not series or sender_connected:
+    if not series:
         return WAITING
     if count_quiet_seconds is None:
         count_quiet_seconds = min(0.5, quiet_seconds)
@@ -292,6 +294,8 @@ def decide(
         return WAITING
     bases = {w.basis for w in wholes if w is not None}
     by_count = all(b.by_count for b in bases)
+    if sender_connected and not by_count:
+        return WAITING
     if by_count or idle >= quiet_seconds:
         how = "by announced count" if by_count else "by geometry"
         if not by_count:

@@ -349,13 +349,22 @@ def test_study_of_only_pages_waits_for_the_idle_timer() -> None:
     assert decide(now=60.0, **common).basis is CompletionBasis.IDLE_TIMER  # type: ignore[arg-type]
 
 
-def test_open_association_holds_the_early_rules_but_not_the_idle_timer() -> None:
+def test_open_association_holds_the_geometry_rule_but_not_the_idle_timer() -> None:
     head = with_thickness(list(range(1, 11)), axial(10), [5.0] * 10, None)
+    common = {"last_received": 0.0, "stable_seconds": 60.0, "quiet_seconds": 1.0}
+    assert decide(now=5.0, series=[head], **common).complete  # type: ignore[arg-type]
+    held = decide(now=5.0, series=[head], sender_connected=True, **common)  # type: ignore[arg-type]
+    assert not held.complete
+    late = decide(now=60.0, series=[head], sender_connected=True, **common)  # type: ignore[arg-type]
+    assert late.basis is CompletionBasis.IDLE_TIMER
+
+
+def test_an_announced_count_completes_even_while_the_association_stays_open() -> None:
+    """The count rule is kept as it was: a PACS that sends several studies over one
+    long association must not make each wait for the idle timer."""
     counted = progress([1, 2, 3], expected=3)
     common = {"last_received": 0.0, "stable_seconds": 60.0, "quiet_seconds": 1.0}
-    for series in ([head], [counted]):
-        assert decide(now=5.0, series=series, **common).complete  # type: ignore[arg-type]
-        held = decide(now=5.0, series=series, sender_connected=True, **common)  # type: ignore[arg-type]
-        assert not held.complete
-        late = decide(now=60.0, series=series, sender_connected=True, **common)  # type: ignore[arg-type]
-        assert late.basis is CompletionBasis.IDLE_TIMER
+    done = decide(now=0.6, series=[counted], sender_connected=True, **common)  # type: ignore[arg-type]
+    assert done.complete and done.basis is CompletionBasis.ANNOUNCED_COUNT
+    short = progress([1, 2], expected=3)
+    assert not decide(now=5.0, series=[short], sender_connected=True, **common).complete  # type: ignore[arg-type]
