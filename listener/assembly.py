@@ -32,6 +32,7 @@ from listener.completion import Decision, SeriesProgress, SeriesTraits, decide
 from listener.header import InstanceHeader
 from listener.routing import RoutingRule, SeriesFacts
 from triage.queue import Dispatcher
+from triage.series_kind import parse_orientation
 
 log = logging.getLogger(__name__)
 ACTOR = "listener"
@@ -71,14 +72,6 @@ def traits_of(header: InstanceHeader) -> SeriesTraits:
         has_position=header.image_position is not None,
         kernel=header.convolution_kernel,
     )
-
-
-def _stored_orientation(text: str | None) -> tuple[float, ...] | None:
-    try:
-        values = tuple(float(v) for v in text.split("\\")) if text else None
-    except ValueError:
-        return None
-    return values if values is not None and len(values) == 6 else None
 
 
 class StudyAssembler:
@@ -202,7 +195,7 @@ class StudyAssembler:
                 for series, instance in queries.series_instances(session, study.id):
                     traits = SeriesTraits(
                         sop_class_uid=instance.sop_class_uid,
-                        orientation=_stored_orientation(instance.image_orientation),
+                        orientation=parse_orientation(instance.image_orientation),
                         has_position=instance.image_position is not None,
                     )
                     progress = open_study.series.setdefault(

@@ -27,13 +27,13 @@ it is tested alone.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from statistics import median
 
 from db.vocabulary import CompletionBasis
+from triage.series_kind import LOCALIZER_TYPES, is_sharp_kernel
 
 SPACING_TOLERANCE = 0.05  # relative deviation from the median step still "even"
 SPACING_ABS_TOLERANCE_MM = 0.05
@@ -46,15 +46,6 @@ LOCALIZER_MAX_IMAGES = 2
 """A series of one or two images is a localizer (scout, surview) whatever it says."""
 
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # SC and the multi-frame SC classes
-BONE_KERNELS = (
-    re.compile(r"BONE|EDGE|LUNG|SHARP|DETAIL", re.IGNORECASE),  # GE BONE/BONEPLUS/EDGE/LUNG
-    re.compile(r"^(?:H|B|Hr|Br|Qr|Hf|Bf|Hn|Bv|Hv|J|I)([6-9][0-9])", re.IGNORECASE),
-)
-"""Convolution kernels of sharp (bone, lung) reconstructions, which the soft-tissue model
-never reads: any kernel name containing BONE, EDGE, LUNG, SHARP or DETAIL (GE, Philips
-and generic names), and Siemens-style letter + number kernels numbered 60 and up (H60s,
-H70h, Hr64, Br64, Qr69, J70, I70). Canon's FCnn numbers mean different things per body
-part and are not matched: such a series decides, which only delays, never truncates."""
 
 
 class SeriesRole(StrEnum):
@@ -153,14 +144,6 @@ def is_axial(orientation: Sequence[float]) -> bool:
     return length > 0 and abs(nz) / length >= AXIAL_MIN_NORMAL_Z
 
 
-def is_bone_kernel(kernel: str | None) -> bool:
-    """Whether a Convolution Kernel names a sharp reconstruction (see :data:`BONE_KERNELS`)."""
-    if not kernel:
-        return False
-    names = [part.strip() for part in kernel.split("\\")]
-    return any(pattern.search(name) for pattern in BONE_KERNELS for name in names)
-
-
 def role_of(progress: SeriesProgress) -> SeriesRole:
     """The role of a series, from its first instance's traits and how many arrived."""
     traits = progress.traits
@@ -171,13 +154,13 @@ def role_of(progress: SeriesProgress) -> SeriesRole:
         return SeriesRole.NON_IMAGE
     if traits.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX):
         return SeriesRole.SECONDARY_CAPTURE
-    if "LOCALIZER" in image_type:
+    if image_type & LOCALIZER_TYPES:
         return SeriesRole.LOCALIZER
     if not traits.has_position and traits.orientation is None:
         return SeriesRole.SECONDARY_CAPTURE  # no geometry: a page, not a volume
     if traits.orientation is not None and not is_axial(traits.orientation):
         return SeriesRole.REFORMAT
-    if is_bone_kernel(traits.kernel):
+    if is_sharp_kernel(traits.kernel):
         return SeriesRole.BONE_KERNEL
     if progress.count <= LOCALIZER_MAX_IMAGES:
         return SeriesRole.LOCALIZER

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydicom.dataset import Dataset
 
-from worker.series_selection import axial_tilt_degrees, parse_orientation
+from triage.series_kind import parse_orientation
+from worker.series_selection import axial_tilt_degrees
 
 if TYPE_CHECKING:
     from training.input_domain import AdequacySpec, EmbeddingSummary

@@ -21,10 +21,11 @@ judge when some of its slices could not be decoded and were left out.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from statistics import median
+
+from triage.series_kind import LOCALIZER_TYPES, is_sharp_kernel
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -47,37 +48,6 @@ still bound; two adjacent missing slices leave three spacings (15 mm on 5 mm CT)
 to hide a small haemorrhage entirely, so they refuse the series. The half spacing is
 tolerance for uneven scanner spacing.
 """
-
-
-LOCALIZER_TYPES = frozenset({"LOCALIZER", "SCOUT", "TOPOGRAM"})
-SHARP_KERNEL_WORDS = ("BONE", "LUNG", "SHARP", "EDGE", "DETAIL", "ULTRA", "HIGH")
-"""Kernel names containing one of these are bone or sharp reconstructions (GE BONE, BONEPLUS,
-LUNG, EDGE, DETAIL; Philips and others spelling it out)."""
-SIEMENS_KERNEL = re.compile(r"^[A-Z][A-Za-z]?(\d{2})")
-"""Siemens kernels are a letter or two and a sharpness: H31s, Hr38 are brain, H60s, Hr64 bone;
-50 and above counts as sharp."""
-CANON_KERNEL = re.compile(r"^FC(\d{2})$")
-"""Canon/Toshiba FC kernels: FC2x brain, FC3x and FC8x bone and sharp."""
-PHILIPS_SHARP = frozenset({"D", "E", "YC", "YD", "YE", "L"})
-"""Philips single-letter kernels used for bone (UB, UC and B are brain)."""
-
-
-def is_sharp_kernel(kernel: str | None) -> bool:
-    """Whether ConvolutionKernel names a bone or other sharp reconstruction.
-
-    Unknown or missing kernels count as soft: refusing a study for a name we do not know
-    would leave it unread by the model; the adequacy check and domain score still apply.
-    """
-    if not kernel:
-        return False
-    name = kernel.strip().upper()
-    if any(word in name for word in SHARP_KERNEL_WORDS) or name in PHILIPS_SHARP:
-        return True
-    canon = CANON_KERNEL.match(name)
-    if canon:
-        return int(canon.group(1)) >= 30
-    siemens = SIEMENS_KERNEL.match(kernel.strip())
-    return siemens is not None and int(siemens.group(1)) >= 50
 
 
 @dataclass(frozen=True)
@@ -117,17 +87,6 @@ class Selection:
 
     series_uid: str | None
     reason: str
-
-
-def parse_orientation(text: str | None) -> tuple[float, ...] | None:
-    """Parse a stored ``a\\b\\c\\d\\e\\f`` ImageOrientationPatient."""
-    if not text:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split("\\"))
-    except ValueError:
-        return None
-    return values if len(values) == 6 else None
 
 
 def axial_tilt_degrees(orientation: tuple[float, ...]) -> float:

@@ -36,6 +36,7 @@ from db.results import claim_job, finish_job, store_prediction
 from db.study_states import allowed, transition
 from db.vocabulary import AuditEventType, JobState, Priority, StudyState, TaskOutcome
 from triage.queue import PROCESS_STUDY_TASK
+from triage.series_kind import parse_orientation
 from worker.adequacy import Assessment, adequacy_reasons, assess
 from worker.priority import triage
 from worker.runtime import WorkerRuntime, get_runtime
@@ -43,7 +44,6 @@ from worker.series_headers import read_series_header
 from worker.series_selection import (
     SeriesCandidate,
     SliceFacts,
-    parse_orientation,
     select_series,
     why_not_after_drops,
 )

@@ -14,11 +14,11 @@ from listener.completion import (
     covered_without_gap,
     decide,
     evenly_spaced,
-    is_bone_kernel,
     role_of,
     series_whole,
 )
 from listener.header import InstanceHeader
+from triage.series_kind import is_sharp_kernel
 
 
 def progress(
@@ -321,8 +321,8 @@ def test_gantry_tilted_series_is_still_axial() -> None:
 def test_bone_kernel_names() -> None:
     sharp = ["BONE", "BONEPLUS", "EDGE", "LUNG", "H60s", "H70h", "Hr64", "Br64\\3", "Qr69", "J70"]
     soft = ["STD+", "STANDARD", "SOFT", "UB", "H30s", "Hr38", "Br40", "FC26", "", None]
-    assert all(is_bone_kernel(k) for k in sharp)
-    assert not any(is_bone_kernel(k) for k in soft)
+    assert all(is_sharp_kernel(k) for k in sharp)
+    assert not any(is_sharp_kernel(k) for k in soft)
 
 
 def test_localizer_dose_pages_and_reformat_do_not_hold_the_study() -> None:

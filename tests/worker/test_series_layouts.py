@@ -9,12 +9,11 @@ import pytest
 from pydicom import dcmread
 
 from training.phantom import write_phantom_study
+from triage.series_kind import is_sharp_kernel, parse_orientation
 from worker.series_headers import read_series_header
 from worker.series_selection import (
     SeriesCandidate,
     SliceFacts,
-    is_sharp_kernel,
-    parse_orientation,
     select_series,
 )
 
