@@ -309,14 +309,12 @@ def _as_part10(received: ReceivedInstance, fragments: list[memoryview]) -> bytes
 
 def _study_uid_of(head: bytes, received: ReceivedInstance) -> str | None:
     """The Study Instance UID in the first bytes of a data set the spool could not take."""
-    preamble = file_preamble(
-        received.sop_class_uid,
-        received.sop_instance_uid,
-        received.transfer_syntax,
-        received.calling_aet,
-    )
     try:
-        ds = dcmread(BytesIO(preamble + head), stop_before_pixels=True, specific_tags=[STUDY_UID])
+        ds = dcmread(
+            BytesIO(_as_part10(received, [memoryview(head)])),
+            stop_before_pixels=True,
+            specific_tags=[STUDY_UID],
+        )
         uid = ds.get("StudyInstanceUID")
     except Exception:  # the head of a data set can end anywhere: the UID is a bonus
         return None

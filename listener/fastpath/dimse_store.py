@@ -314,16 +314,14 @@ class StreamingDIMSE(DIMSEServiceProvider):
             return None
         # A blank, missing or non-ASCII affected UID still gets its one answer: a refusal,
         # after its data set (kept in memory, bounded) has arrived.
-        class_uid = fields.get(0x0002)
-        instance_uid = fields.get(0x1000)
-        valid = isinstance(class_uid, str) and isinstance(instance_uid, str)
-        valid = valid and bool(class_uid) and bool(instance_uid)
+        class_uid = str(fields.get(0x0002) or "")
+        instance_uid = str(fields.get(0x1000) or "")
         return _StoreRequest(
             context_id,
             message_id,
-            class_uid if isinstance(class_uid, str) else "",
-            instance_uid if isinstance(instance_uid, str) else "",
-            valid_uids=valid,
+            class_uid,
+            instance_uid,
+            valid_uids=bool(class_uid and instance_uid),
         )
 
     def _serve_store(self, request: _StoreRequest, fragments: list[memoryview]) -> None:
