@@ -62,15 +62,3 @@ class ConnectionGate:
         """Give back a slot taken with :meth:`take_slot`."""
         with self._lock:
             self._established = max(0, self._established - 1)
-
-    @property
-    def pending(self) -> int:
-        """Connections currently pending."""
-        with self._lock:
-            return len(self._pending)
-
-    @property
-    def established(self) -> int:
-        """Association slots currently taken."""
-        with self._lock:
-            return self._established

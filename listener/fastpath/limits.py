@@ -19,7 +19,7 @@ peer controls is therefore capped before it is allocated or waited for:
 
 Worst case per association (see the README): the PDU being read, the PDU buffer the first
 64 KiB of a streamed data set still points into, one command set and one in-memory data
-set (:meth:`ReceiveLimits.worst_case_bytes_per_association`).
+set: 2 x (max PDU + 12) + MAX_COMMAND_BYTES + MAX_IN_MEMORY_DATASET.
 """
 
 from __future__ import annotations
@@ -79,7 +79,3 @@ class ReceiveLimits:
     def max_body(self, pdu_type: int) -> int:
         """Largest body accepted for a PDU of ``pdu_type`` (P-DATA-TF is type 4)."""
         return self.max_pdata_body if pdu_type == 0x04 else MAX_ASSOCIATION_PDU
-
-    def worst_case_bytes_per_association(self) -> int:
-        """Peer-controlled memory one association can hold at most."""
-        return 2 * (self.max_pdata_body + 6) + MAX_COMMAND_BYTES + MAX_IN_MEMORY_DATASET
