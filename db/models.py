@@ -198,7 +198,12 @@ class Prediction(Base):
 
 
 class Delivery(Base):
-    """One attempt series to send a prediction to one destination (SR, HL7, webhook)."""
+    """One result on its way to one destination: the outbox row the delivery worker sends.
+
+    Written in the same transaction as its prediction, so a result is never stored without
+    the duty to deliver it. ``result_dir`` holds the spooled documents (SR, key images,
+    KOS) that a DICOM delivery sends; ``document_uids`` names them for every channel.
+    """
 
     __tablename__ = "deliveries"
 
@@ -211,11 +216,16 @@ class Delivery(Base):
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
-    delivered_at: Mapped[datetime | None] = mapped_column()
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    result_dir: Mapped[str | None] = mapped_column(Text)
+    document_uids: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    acknowledged_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
         UniqueConstraint("prediction_id", "channel", "destination", name="uq_delivery_key"),
+        Index("ix_deliveries_due", "state", "next_attempt_at"),
     )
 
 

@@ -48,13 +48,18 @@ class Priority(StrEnum):
 
 
 class DeliveryState(StrEnum):
-    """Where one delivery of a result (SR, HL7, webhook) stands in the outbox."""
+    """Where one delivery of a result (DICOM, HL7, webhook, UPS) stands in the outbox.
+
+    pending -> sending -> sent; a failed attempt goes to retrying (sent again when due),
+    a refusal or the last attempt to dead (a person looks; ``triage deliveries retry``).
+    A row left ``sending`` by a crashed sender is due again when its lease runs out.
+    """
 
     PENDING = "pending"
     SENDING = "sending"
-    DELIVERED = "delivered"
-    FAILED = "failed"  # this attempt failed; it will be retried
-    ABANDONED = "abandoned"  # retries exhausted; a person must look
+    SENT = "sent"  # the destination acknowledged it: never sent again
+    RETRYING = "retrying"  # an attempt failed; the next one is at next_attempt_at
+    DEAD = "dead"  # refused, or attempts exhausted; last_error says why
 
 
 class TaskOutcome(StrEnum):
@@ -98,4 +103,5 @@ class AuditEventType(StrEnum):
     INFERENCE_FAILED = "inference_failed"
     RESULT_DELIVERED = "result_delivered"
     DELIVERY_FAILED = "delivery_failed"
+    DELIVERY_REQUEUED = "delivery_requeued"
     RESULT_VIEWED = "result_viewed"

@@ -196,8 +196,10 @@ def test_flat_names_fill_their_sections(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 def test_every_variable_has_one_attribute_path() -> None:
     paths = [setting_path(env) for env, _, _ in settings_table()]
-    # the 40 flat names of the former flat class, and the receive path's three bounds
-    assert len(set(paths)) == len(paths) == 43
+    # the 40 flat names of the former flat class, the receive path's three bounds, and the
+    # sections added since (delivery, ...): each name still has exactly one path
+    assert len(set(paths)) == len(paths) >= 43
+    assert setting_path("TRIAGE_DICOM_DESTINATIONS") == "delivery.dicom_destinations"
     assert setting_path("TRIAGE_DICOM_PORT") == "dicom.port"
     assert setting_path("TRIAGE_INFERENCE_BATCH_SIZE") == "worker.batch_size"
     assert setting_path("TRIAGE_VAR_DIR") == "var_dir"
@@ -326,3 +328,73 @@ def test_cli_lists_defaults_on_request() -> None:
 )
 def test_mask_url_hides_only_the_password(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+def test_destinations_are_parsed_and_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "TRIAGE_DICOM_DESTINATIONS", " PACS@10.0.0.5:104 , ARCH@pacs.example:2762+tls"
+    )
+    monkeypatch.setenv("TRIAGE_HL7_DESTINATIONS", "ris.example:2575")
+    monkeypatch.setenv("TRIAGE_WEBHOOK_URLS", "https://hooks.example/triage?x=1")
+    monkeypatch.setenv("TRIAGE_WEBHOOK_SECRET", "s3cret")
+    monkeypatch.setenv("TRIAGE_UPS_DESTINATIONS", "WL@10.0.0.9:11114")
+    delivery = load_settings().delivery
+    assert [(d.ae_title, d.host, d.port, d.tls) for d in delivery.dicom()] == [
+        ("PACS", "10.0.0.5", 104, False),
+        ("ARCH", "pacs.example", 2762, True),
+    ]
+    assert delivery.dicom_destinations == ["PACS@10.0.0.5:104", "ARCH@pacs.example:2762+tls"]
+    assert [(d.host, d.port) for d in delivery.hl7()] == [("ris.example", 2575)]
+    assert [w.url for w in delivery.webhooks()] == ["https://hooks.example/triage?x=1"]
+    assert [(u.ae_title, u.port) for u in delivery.ups()] == [("WL", 11114)]
+    assert delivery.any and delivery.key_images and delivery.key_image_count == 3
+
+
+def test_no_destinations_by_default() -> None:
+    delivery = load_settings().delivery
+    assert not delivery.any
+    assert delivery.dicom() == [] and delivery.webhooks() == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "why"),
+    [
+        ("TRIAGE_DICOM_DESTINATIONS", "PACS@10.0.0.5", "not host:port"),
+        ("TRIAGE_DICOM_DESTINATIONS", "10.0.0.5:104", "not AET@host:port"),
+        ("TRIAGE_DICOM_DESTINATIONS", "A_TITLE_FAR_TOO_LONG@h:104", "not a valid AE title"),
+        ("TRIAGE_DICOM_DESTINATIONS", "PACS@h:70000", "no valid port"),
+        ("TRIAGE_UPS_DESTINATIONS", "WL@h:104+tls", "+tls is not supported"),
+        ("TRIAGE_HL7_DESTINATIONS", "ris.example", "not host:port"),
+        ("TRIAGE_WEBHOOK_URLS", "ftp://x/y", "not an absolute http(s) URL"),
+        ("TRIAGE_WEBHOOK_URLS", "https://u:p@x/y", "must not carry credentials"),
+        ("TRIAGE_KEY_IMAGE_COUNT", "0", "greater than or equal to 1"),
+        ("TRIAGE_DELIVERY_MAX_ATTEMPTS", "0", "greater than or equal to 1"),
+    ],
+)
+def test_wrong_destination_is_named(
+    variable: str, value: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert variable in str(raised.value) and why in str(raised.value)
+
+
+def test_webhooks_need_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIAGE_WEBHOOK_URLS", "http://127.0.0.1:9/hook")
+    with pytest.raises(SettingsError, match="TRIAGE_WEBHOOK_SECRET"):
+        load_settings()
+
+
+def test_backoff_cap_must_not_be_below_its_base() -> None:
+    with pytest.raises(SettingsError, match="TRIAGE_DELIVERY_BACKOFF_MAX_SECONDS"):
+        load_settings(delivery_backoff_seconds=60, delivery_backoff_max_seconds=10)
+
+
+def test_webhook_secret_is_masked_in_the_listing(tmp_path: Path) -> None:
+    env = {"TRIAGE_VAR_DIR": str(tmp_path), "TRIAGE_WEBHOOK_URLS": "http://127.0.0.1:9/h"}
+    env["TRIAGE_WEBHOOK_SECRET"] = "very-secret-key"
+    result = CliRunner(env=env).invoke(main, ["settings"])
+    assert result.exit_code == 0, result.output
+    assert "very-secret-key" not in result.output
+    assert "TRIAGE_WEBHOOK_SECRET" in result.output and "***" in result.output

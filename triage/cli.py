@@ -113,14 +113,47 @@ def worker(pool: str, reconcile: bool) -> None:
     )
 
 
+@main.command("delivery-worker")
+def delivery_worker() -> None:
+    """Run the delivery worker: sends results from the outbox (DICOM, HL7, webhook, UPS).
+
+    A Celery worker on the delivery queue (woken as each result is stored) plus a sweep
+    that sends every due delivery, so retries and restarts need no message.
+    """
+    from db.migrate import upgrade_to_head
+
+    settings = _settings()
+    upgrade_to_head(settings.database.url.get_secret_value())
+    from triage.queue import DELIVERY_QUEUE
+    from worker.delivery.app import app, start_sweep
+
+    start_sweep()
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            DELIVERY_QUEUE,
+            "--pool",
+            "solo",
+            "--hostname",
+            "delivery@%h",
+            "--loglevel",
+            logging.getLevelName(logging.getLogger().level),
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
 @main.command()
 def serve() -> None:
-    """Run listener and worker together (what `make run` starts)."""
+    """Run listener, worker and delivery worker together (what `make run` starts)."""
     from listener.service import start_listener
 
     settings = _settings()
     service = start_listener(settings)
     worker_process = subprocess.Popen([sys.executable, "-m", "triage.cli", "worker"])
+    delivery_process = subprocess.Popen([sys.executable, "-m", "triage.cli", "delivery-worker"])
     click.echo(
         f"pacs-triage serving: DICOM {settings.dicom.ae_title}@{settings.dicom.bind}:{service.port}, "
         f"database {mask_url(settings.database.url.get_secret_value())}, "
@@ -130,11 +163,13 @@ def serve() -> None:
         _wait_for_signal()
     finally:
         service.stop()
-        worker_process.terminate()
-        try:
-            worker_process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker_process.kill()
+        for process in (worker_process, delivery_process):
+            process.terminate()
+        for process in (worker_process, delivery_process):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @main.group()
@@ -220,6 +255,74 @@ def audit_predictions(fmt: str, include_shadow: bool) -> None:
             f"{row['bundle_name']} {row['bundle_version']} {row['bundle_sha256'][:12]}"
             f"{' shadow' if row['shadow'] else ''}{demo}"
         )
+
+
+@audit.command("deliveries")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table")
+@click.option(
+    "--state",
+    type=click.Choice(["pending", "sending", "sent", "retrying", "dead"]),
+    default=None,
+    help="Only deliveries in this state.",
+)
+def audit_deliveries(fmt: str, state: str | None) -> None:
+    """Every delivery with its state, attempts, last error and next attempt time."""
+    from db.engine import make_engine, make_session_factory
+    from db.migrate import upgrade_to_head
+    from db.outbox import deliveries
+    from db.vocabulary import DeliveryState
+
+    settings = _settings()
+    upgrade_to_head(settings.database.url.get_secret_value())
+    sessions = make_session_factory(make_engine(settings.database.url.get_secret_value()))
+    with sessions() as session:
+        rows = deliveries(session, state=DeliveryState(state) if state else None)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(
+        f"{'id':>6} {'state':<8} {'tries':>5} {'channel':<7} {'destination':<32} "
+        f"{'next attempt':<25} study / last error"
+    )
+    for row in rows:
+        click.echo(
+            f"{row['id']:>6} {row['state']:<8} {row['attempts']:>5} {row['channel']:<7} "
+            f"{row['destination'][:32]:<32} {row['next_attempt_at'] or '-':<25} "
+            f"{row['study_instance_uid']} v{row['study_version']}"
+            + (f" | {row['last_error'][:200]}" if row["last_error"] else "")
+        )
+
+
+@main.group("deliveries")
+def deliveries_group() -> None:
+    """Operate on the delivery outbox."""
+
+
+@deliveries_group.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--dead", "all_dead", is_flag=True, help="Re-queue every dead delivery.")
+def deliveries_retry(ids: tuple[int, ...], all_dead: bool) -> None:
+    """Put dead deliveries (by ID, or all with --dead) back in the outbox with fresh attempts."""
+    import getpass
+
+    from db.engine import make_engine, make_session_factory
+    from db.migrate import upgrade_to_head
+    from db.outbox import requeue_dead
+
+    if bool(ids) == all_dead:
+        raise click.UsageError("give delivery IDs or --dead (not both)")
+    settings = _settings()
+    upgrade_to_head(settings.database.url.get_secret_value())
+    sessions = make_session_factory(make_engine(settings.database.url.get_secret_value()))
+    with sessions() as session:
+        done = requeue_dead(
+            session, ids=None if all_dead else list(ids), actor=f"cli:{getpass.getuser()}"
+        )
+    skipped = sorted(set(ids) - set(done))
+    click.echo(f"re-queued {len(done)} deliveries: {' '.join(map(str, done)) or '-'}")
+    if skipped:
+        click.echo(f"not dead (left alone): {' '.join(map(str, skipped))}", err=True)
+        sys.exit(1)
 
 
 # Pixels of an unseeded demo: the same phantom image every time, under fresh UIDs.

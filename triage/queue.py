@@ -22,6 +22,8 @@ from triage.settings import Settings
 PROCESS_STUDY_TASK = "worker.process_study"
 """Name of the study task; its arguments are :meth:`StudyTaskArgs.as_args`."""
 INFERENCE_QUEUE = "inference"
+DELIVER_TASK = "worker.deliver"
+"""Name of the delivery wake-up task; its argument is the list of outbox row ids to send."""
 DELIVERY_QUEUE = "delivery"
 
 
@@ -65,7 +67,10 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=INFERENCE_QUEUE,
-        task_routes={PROCESS_STUDY_TASK: {"queue": INFERENCE_QUEUE}},
+        task_routes={
+            PROCESS_STUDY_TASK: {"queue": INFERENCE_QUEUE},
+            DELIVER_TASK: {"queue": DELIVERY_QUEUE},
+        },
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
@@ -102,4 +107,19 @@ class StudyQueue:
             args=StudyTaskArgs(study_id, version).as_args(),
             queue=INFERENCE_QUEUE,
         )
+        return str(result.id)
+
+
+class DeliveryQueue:
+    """Wakes the delivery worker for outbox rows just committed (by task name, no import).
+
+    Only a hint for speed: the outbox is the truth, and the delivery worker's sweep sends
+    every due row even when this message is lost.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def __call__(self, delivery_ids: list[int]) -> str:
+        result = self._app.send_task(DELIVER_TASK, args=[delivery_ids], queue=DELIVERY_QUEUE)
         return str(result.id)

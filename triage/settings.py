@@ -39,6 +39,7 @@ from triage.settings_sections import (
     BrokerSection,
     CompletionSection,
     DatabaseSection,
+    DeliverySection,
     DicomSection,
     ModelsSection,
     RoutingSection,
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
     routing: RoutingSection = Field(default_factory=RoutingSection)
     models: ModelsSection = Field(default_factory=ModelsSection)
     worker: WorkerSection = Field(default_factory=WorkerSection)
+    delivery: DeliverySection = Field(default_factory=DeliverySection)
 
     @model_validator(mode="before")
     @classmethod
@@ -261,7 +263,9 @@ def mask_url(url: str) -> str:
 def _shown(value: Any, *, relative: bool = False) -> str:
     """A value as text for a table; secrets masked, paths under the project relative if asked."""
     if isinstance(value, SecretStr):
-        return mask_url(value.get_secret_value())
+        secret = value.get_secret_value()
+        # A URL shows all but its password; any other secret (a signing key) shows nothing.
+        return mask_url(secret) if "://" in secret or not secret else "***"
     if isinstance(value, list):
         return ",".join(value)
     if isinstance(value, dict):

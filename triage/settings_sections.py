@@ -17,9 +17,15 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
+from triage.destinations import (
+    DicomDestination,
+    Hl7Destination,
+    WebhookDestination,
+)
+from triage.destinations import check_ae_title as _check_ae_title
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_BUNDLE = PROJECT_ROOT / "worker" / "bundles" / "demo"
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # default repertoire, no backslash
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -32,12 +38,6 @@ def env(name: str) -> dict[str, Any]:
 def _split_comma(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-def _check_ae_title(value: str) -> str:
-    if not _AE_TITLE.match(value) or not value.strip():
-        raise ValueError(f"{value!r} is not a valid AE title (1-16 characters, no '\\')")
     return value
 
 
@@ -380,3 +380,168 @@ class WorkerSection(Section):
         description="Largest gantry tilt a series may have and still be read.",
         json_schema_extra=env("SERIES_MAX_TILT_DEGREES"),
     )
+
+
+class DeliverySection(Section):
+    """Where results are sent (DICOM, HL7 v2, webhook, UPS) and how the outbox retries.
+
+    Destinations are comma lists in the forms of :mod:`triage.destinations`; with none
+    configured (the default) nothing is queued for delivery.
+    """
+
+    dicom_destinations: CommaList = Field(
+        default_factory=list,
+        description="DICOM stores for SR, key images and KOS: AET@host:port[+tls], comma list (+tls = DICOM over TLS).",
+        json_schema_extra=env("DICOM_DESTINATIONS"),
+    )
+    tls_ca: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that +tls destinations must be signed by (empty = system CAs).",
+        json_schema_extra=env("DICOM_DESTINATIONS_TLS_CA"),
+    )
+    hl7_destinations: CommaList = Field(
+        default_factory=list,
+        description="HL7 v2 ORU^R01 receivers over MLLP: host:port, comma list.",
+        json_schema_extra=env("HL7_DESTINATIONS"),
+    )
+    webhook_urls: CommaList = Field(
+        default_factory=list,
+        description="Webhook URLs that receive the JSON result, comma list.",
+        json_schema_extra=env("WEBHOOK_URLS"),
+    )
+    webhook_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="HMAC-SHA256 key that signs webhook bodies (required with WEBHOOK_URLS).",
+        json_schema_extra=env("WEBHOOK_SECRET"),
+    )
+    ups_destinations: CommaList = Field(
+        default_factory=list,
+        description="UPS worklists that get a workitem per result: AET@host:port, comma list.",
+        json_schema_extra=env("UPS_DESTINATIONS"),
+    )
+    max_attempts: int = Field(
+        default=12,
+        ge=1,
+        le=100,
+        description="Send attempts per delivery before it is dead.",
+        json_schema_extra=env("DELIVERY_MAX_ATTEMPTS"),
+    )
+    backoff_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="First retry delay; doubles each attempt, with jitter.",
+        json_schema_extra=env("DELIVERY_BACKOFF_SECONDS"),
+    )
+    backoff_max_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Longest retry delay.",
+        json_schema_extra=env("DELIVERY_BACKOFF_MAX_SECONDS"),
+    )
+    ack_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds to wait for a connection and for each acknowledgement (C-STORE, HL7 ACK, HTTP).",
+        json_schema_extra=env("DELIVERY_ACK_TIMEOUT"),
+    )
+    poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the delivery worker looks for due deliveries.",
+        json_schema_extra=env("DELIVERY_POLL_SECONDS"),
+    )
+    key_images: bool = Field(
+        default=True,
+        description="Send Grad-CAM key images (Secondary Capture) and a KOS with the SR.",
+        json_schema_extra=env("KEY_IMAGES"),
+    )
+    key_image_count: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Key images per result (the highest-scoring slices).",
+        json_schema_extra=env("KEY_IMAGE_COUNT"),
+    )
+    hl7_sending_application: str = Field(
+        default="PACS_TRIAGE",
+        min_length=1,
+        max_length=180,
+        pattern=r"^[A-Za-z0-9_. -]+$",
+        description="MSH-3 of our HL7 messages.",
+        json_schema_extra=env("HL7_SENDING_APPLICATION"),
+    )
+
+    @field_validator(
+        "dicom_destinations", "hl7_destinations", "webhook_urls", "ups_destinations", mode="before"
+    )
+    @classmethod
+    def _comma_lists(cls, value: Any) -> Any:
+        return _split_comma(value)
+
+    @field_validator("dicom_destinations")
+    @classmethod
+    def _valid_dicom(cls, value: list[str]) -> list[str]:
+        return [DicomDestination.parse(text).key for text in value]
+
+    @field_validator("ups_destinations")
+    @classmethod
+    def _valid_ups(cls, value: list[str]) -> list[str]:
+        return [DicomDestination.parse(text, allow_tls=False).key for text in value]
+
+    @field_validator("hl7_destinations")
+    @classmethod
+    def _valid_hl7(cls, value: list[str]) -> list[str]:
+        return [Hl7Destination.parse(text).key for text in value]
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _valid_webhooks(cls, value: list[str]) -> list[str]:
+        return [WebhookDestination.parse(text).key for text in value]
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_with_urls(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("webhook_urls") and not value.get_secret_value():
+            raise ValueError("WEBHOOK_URLS are set: a webhook secret is required to sign them")
+        return value
+
+    @field_validator("tls_ca")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    @field_validator("backoff_max_seconds")
+    @classmethod
+    def _cap_above_base(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("backoff_seconds")
+        if base is not None and value < base:
+            raise ValueError("must be at least DELIVERY_BACKOFF_SECONDS")
+        return value
+
+    def dicom(self) -> list[DicomDestination]:
+        """The DICOM stores, parsed."""
+        return [DicomDestination.parse(text) for text in self.dicom_destinations]
+
+    def ups(self) -> list[DicomDestination]:
+        """The UPS worklists, parsed."""
+        return [DicomDestination.parse(text) for text in self.ups_destinations]
+
+    def hl7(self) -> list[Hl7Destination]:
+        """The HL7 receivers, parsed."""
+        return [Hl7Destination.parse(text) for text in self.hl7_destinations]
+
+    def webhooks(self) -> list[WebhookDestination]:
+        """The webhook endpoints, parsed."""
+        return [WebhookDestination.parse(text) for text in self.webhook_urls]
+
+    @property
+    def any(self) -> bool:
+        """Whether any destination is configured (none: nothing is built or queued)."""
+        return bool(
+            self.dicom_destinations
+            or self.hl7_destinations
+            or self.webhook_urls
+            or self.ups_destinations
+        )

@@ -35,9 +35,10 @@ from db.models import Prediction, Series, Study
 from db.results import claim_job, finish_job, store_prediction
 from db.study_states import allowed, transition
 from db.vocabulary import AuditEventType, JobState, Priority, StudyState, TaskOutcome
-from triage.queue import PROCESS_STUDY_TASK
+from triage.queue import PROCESS_STUDY_TASK, DeliveryQueue
 from triage.series_kind import parse_orientation
 from worker.adequacy import Assessment, adequacy_reasons, assess
+from worker.delivery import enqueue as delivery
 from worker.priority import triage
 from worker.runtime import WorkerRuntime, get_runtime
 from worker.series_headers import read_series_header
@@ -90,6 +91,11 @@ def _candidates(
     return candidates, paths
 
 
+def _files(paths: dict[str, dict[str, Path]]) -> list[Path]:
+    """Every spooled file of the study (series UID -> SOP UID -> file), flattened."""
+    return [path for series in paths.values() for path in series.values()]
+
+
 def _dropped_detail(dropped: list[DroppedSlice], limit: int | None = None) -> list[dict[str, str]]:
     listed = dropped if limit is None else dropped[:limit]
     return [{"sop_instance_uid": d.sop_instance_uid, "reason": d.reason} for d in listed]
@@ -102,11 +108,33 @@ def _fail(
     job_id: int | None,
     reason: str,
     dropped: list[DroppedSlice] | None = None,
-) -> None:
+    *,
+    bundle: Any = None,
+    files: list[Path] | None = None,
+) -> list[int]:
+    """Fail the study; with destinations configured, deliver a not-assessed result too.
+
+    Never silence: the not-assessed prediction (and its SR, built from one readable header
+    of ``files``) is stored and queued in the same transaction as the failure.
+    """
+    spooled = None
+    unjudged = None
+    if bundle is not None and runtime.settings.delivery.any:
+        unjudged = delivery.not_assessed_prediction(
+            study_id=study_id, version=version, job_id=job_id, bundle=bundle, reason=reason
+        )
+        spooled = delivery.prepare_quietly(
+            runtime, unjudged, study_id, delivery.first_header(files or []), bundle
+        )
+    queued: list[int] = []
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
         if study is None:
-            return
+            return []
+        if unjudged is not None and study.version == version:
+            row, created = store_prediction(session, unjudged)
+            if created:
+                queued = delivery.enqueue_result(session, runtime.settings, row, spooled)
         # Late images may have reopened the study meanwhile: its next version will run,
         # so the table (receiving -/-> failed) leaves it receiving.
         if study.version == version and allowed(study.state, StudyState.FAILED):
@@ -133,6 +161,7 @@ def _fail(
         )
         session.commit()
     log.error("study failed: %s", reason)
+    return queued
 
 
 def _store(
@@ -147,42 +176,56 @@ def _store(
     result: StudyResult,
     timings: dict[str, Any],
     assessment: Assessment,
-) -> bool:
+    datasets: list[Any],
+) -> tuple[bool, list[int]]:
+    """Store the prediction and, in the same transaction, its outbox rows.
+
+    The documents are built and spooled first (they need the model and the slices), so
+    the committed rows always point at a complete result folder. Returns (created, the
+    ids of the deliveries queued).
+    """
     verdict = triage(
         result.study_probabilities, bundle.thresholds, runtime.settings.models.thresholds
     )
     # A study the model cannot judge raises nothing and is never shown as routine.
     flags = verdict.flags if assessment.assessed else dict.fromkeys(verdict.flags, False)
     priority = verdict.priority if assessment.assessed else Priority.NOT_ASSESSED
+    prediction = Prediction(
+        study_id=study_id,
+        job_id=job_id,
+        study_version=version,
+        series_instance_uid=series_uid,
+        bundle_name=bundle.name,
+        bundle_version=bundle.version,
+        bundle_sha256=bundle.sha256,
+        synthetic_demo=bundle.synthetic_demo,
+        shadow=shadow,
+        probabilities=result.study_probabilities,
+        flags=flags,
+        thresholds=verdict.thresholds,
+        priority=priority,
+        slice_scores=result.slice_scores,
+        timings=timings,
+        assessed=assessment.assessed,
+        in_domain=assessment.in_domain,
+        domain_score=assessment.domain_score,
+        reasons=assessment.reasons,
+    )
+    spooled = (
+        None
+        if shadow
+        else delivery.prepare_quietly(runtime, prediction, study_id, datasets, bundle)
+    )
+    if spooled is not None:
+        prediction.timings = {**timings, "documents": spooled.timings}
+    queued: list[int] = []
     with runtime.sessions() as session:
         study = session.get(Study, study_id)
         assert study is not None
-        row, created = store_prediction(
-            session,
-            Prediction(
-                study_id=study_id,
-                job_id=job_id,
-                study_version=version,
-                series_instance_uid=series_uid,
-                bundle_name=bundle.name,
-                bundle_version=bundle.version,
-                bundle_sha256=bundle.sha256,
-                synthetic_demo=bundle.synthetic_demo,
-                shadow=shadow,
-                probabilities=result.study_probabilities,
-                flags=flags,
-                thresholds=verdict.thresholds,
-                priority=priority,
-                slice_scores=result.slice_scores,
-                timings=timings,
-                assessed=assessment.assessed,
-                in_domain=assessment.in_domain,
-                domain_score=assessment.domain_score,
-                reasons=assessment.reasons,
-            ),
-        )
+        row, created = store_prediction(session, prediction)
         finish_job(session, job_id, JobState.DONE)
         if created:
+            queued = delivery.enqueue_result(session, runtime.settings, row, spooled)
             # Only the main bundle's result for the current version moves the study, and
             # only where the table allows (not a study reopened or already delivered).
             if (
@@ -209,10 +252,11 @@ def _store(
                     "reasons": assessment.reasons,
                     "synthetic_demo": bundle.synthetic_demo,
                     "dropped_slices": timings.get("dropped_slices", []),
+                    "deliveries": len(queued),
                 },
             )
         session.commit()
-    return created
+    return created, queued
 
 
 @dataclass(frozen=True)
@@ -221,6 +265,7 @@ class StudyRun:
 
     outcome: TaskOutcome
     detail: str | None = None
+    delivery_ids: tuple[int, ...] = ()  # outbox rows this run queued (the delivery worker is woken)
 
     def __str__(self) -> str:
         return f"{self.outcome}: {self.detail}" if self.detail else str(self.outcome)
@@ -256,15 +301,18 @@ def run_study(
         queued_at: datetime | None = study.updated_at if study.state == StudyState.QUEUED else None
         study_uid = study.study_instance_uid
         if attempts > runtime.settings.worker.max_attempts:
+            files = _files(_candidates(session, study)[1])
             session.commit()
-            _fail(
+            queued = _fail(
                 runtime,
                 study_id,
                 version,
                 job_id,
                 f"gave up after {attempts - 1} attempts (worker lost or crashed each time)",
+                bundle=bundle,
+                files=files,
             )
-            return StudyRun(TaskOutcome.FAILED, "too many attempts")
+            return StudyRun(TaskOutcome.FAILED, "too many attempts", tuple(queued))
         transition(session, study, StudyState.PROCESSING, f"attempt {attempts}")
         record_event(
             session,
@@ -283,8 +331,16 @@ def run_study(
         thickness_range=bundle.input_domain.adequacy.slice_thickness_mm,
     )
     if selection.series_uid is None:
-        _fail(runtime, study_id, version, job_id, selection.reason)
-        return StudyRun(TaskOutcome.FAILED, selection.reason)
+        queued = _fail(
+            runtime,
+            study_id,
+            version,
+            job_id,
+            selection.reason,
+            bundle=bundle,
+            files=_files(paths),
+        )
+        return StudyRun(TaskOutcome.FAILED, selection.reason, tuple(queued))
     load_started = time.time()
     try:
         loaded_series = load_series(paths[selection.series_uid])
@@ -293,12 +349,23 @@ def run_study(
         if dropped:
             refused = _refuse_after_drops(candidates, selection.series_uid, dropped, runtime)
             if refused is not None:
-                _fail(runtime, study_id, version, job_id, refused, dropped)
-                return StudyRun(TaskOutcome.FAILED, refused)
+                queued = _fail(
+                    runtime,
+                    study_id,
+                    version,
+                    job_id,
+                    refused,
+                    dropped,
+                    bundle=bundle,
+                    files=_files(paths),
+                )
+                return StudyRun(TaskOutcome.FAILED, refused, tuple(queued))
         result, assessment = _judge(runtime, bundle, datasets)
     except (StudyDataError, ValueError) as exc:
-        _fail(runtime, study_id, version, job_id, str(exc))
-        return StudyRun(TaskOutcome.FAILED, str(exc))
+        queued = _fail(
+            runtime, study_id, version, job_id, str(exc), bundle=bundle, files=_files(paths)
+        )
+        return StudyRun(TaskOutcome.FAILED, str(exc), tuple(queued))
     finished = time.time()
     timings = {
         "completed_at": completed_at.isoformat() if completed_at else None,
@@ -317,7 +384,7 @@ def run_study(
     }
     if not assessment.assessed:
         log.warning("study %d v%d not assessed: %s", study_id, version, assessment.reasons)
-    created = _store(
+    created, queued = _store(
         runtime,
         study_id=study_id,
         version=version,
@@ -328,14 +395,15 @@ def run_study(
         result=result,
         timings=timings,
         assessment=assessment,
+        datasets=datasets,
     )
     if runtime.settings.models.shadow_bundle is not None:
         _run_shadow(runtime, study_id, version, selection.series_uid, datasets, task_id)
     if not created:
         return StudyRun(TaskOutcome.ALREADY_PREDICTED)
     if not assessment.assessed:
-        return StudyRun(TaskOutcome.NOT_ASSESSED, "; ".join(assessment.reasons))
-    return StudyRun(TaskOutcome.PREDICTED)
+        return StudyRun(TaskOutcome.NOT_ASSESSED, "; ".join(assessment.reasons), tuple(queued))
+    return StudyRun(TaskOutcome.PREDICTED, delivery_ids=tuple(queued))
 
 
 def _judge(
@@ -417,11 +485,13 @@ def _run_shadow(
         result=result,
         timings={"total_s": round(time.time() - started, 3), "device": runtime.device},
         assessment=assessment,
+        datasets=datasets,
     )
 
 
 def register_tasks(app: Celery) -> None:
     """Register the study task on ``app`` under its public name."""
+    wake_delivery = DeliveryQueue(app)
 
     @app.task(
         name=PROCESS_STUDY_TASK,
@@ -436,4 +506,9 @@ def register_tasks(app: Celery) -> None:
     def process_study(self: Any, study_id: int, version: int) -> str:
         run = run_study(study_id, version, runtime=get_runtime(), task_id=self.request.id)
         log.info("study %d v%d: %s", study_id, version, run, extra={"task_id": self.request.id})
+        if run.delivery_ids:
+            try:
+                wake_delivery(list(run.delivery_ids))
+            except Exception as exc:  # the delivery worker's sweep finds the rows anyway
+                log.warning("could not wake the delivery worker (%s)", type(exc).__name__)
         return str(run)

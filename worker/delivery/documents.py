@@ -1,0 +1,182 @@
+"""Build a result's documents (SR, key images, KOS) and spool them before the prediction commits.
+
+The inference worker calls this with the model and the slices still in hand (Grad-CAM key
+images need both). The folder is written whole or not at all (temporary folder, fsync,
+rename), and its UIDs are deterministic (``worker.reports.result_uids``), so the rebuild
+after a crash before the commit writes the same documents under the same UIDs, and the
+outbox rows committed with the prediction always point at a complete folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+
+from db.models import Prediction
+from worker.reports import (
+    DocumentRef,
+    build_result_documents,
+    key_slice_uids,
+    render_key_images,
+    report_input_from_prediction,
+    write_documents,
+)
+
+log = logging.getLogger(__name__)
+DESTINATION_KIND = "dicom"
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class SpooledResult:
+    """Where a result's documents lie and their UIDs (stored on each outbox row)."""
+
+    folder: Path
+    document_uids: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def result_folder(spool: Path, study_uid: str, version: int, bundle_sha256: str) -> Path:
+    """``<spool>/results/<study UID>/v<version>-<sha12>``; the UID is checked before use."""
+    if not _UID.match(study_uid) or len(study_uid) > 64:
+        raise ValueError(f"study_uid: {study_uid!r} is not a valid UID")
+    if not re.fullmatch(r"[0-9a-f]{12,64}", bundle_sha256):
+        raise ValueError("bundle_sha256: not a hex digest")
+    return spool / "results" / study_uid / f"v{int(version)}-{bundle_sha256[:12]}"
+
+
+def _header(ds: Dataset) -> Dataset:
+    """``ds`` without its pixels: what the document builders read."""
+    copy = Dataset({tag: elem for tag, elem in ds.items() if tag < 0x7FE00000})
+    copy.file_meta = ds.file_meta if hasattr(ds, "file_meta") else FileMetaDataset()
+    return copy
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def spool_documents(docs: Any, folder: Path) -> None:
+    """Write ``docs`` into ``folder`` atomically; an existing complete folder is kept.
+
+    An existing folder was renamed into place whole, and deterministic UIDs make it the
+    same documents: keeping it makes the rebuild after a crash a no-op.
+    """
+    if folder.is_dir():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    write_documents(docs, temporary)
+    _fsync_tree(temporary)
+    try:
+        os.rename(temporary, folder)
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if not folder.is_dir():
+            raise
+    _fsync_tree(folder.parent)
+
+
+def document_uids(docs: Any) -> dict[str, Any]:
+    """The UIDs every channel names: SR (and its series), key images, KOS."""
+    uids: dict[str, Any] = {
+        "sr": str(docs.sr.SOPInstanceUID),
+        "sr_series": str(docs.sr.SeriesInstanceUID),
+        "key_images": [str(ds.SOPInstanceUID) for ds in docs.key_images],
+    }
+    if docs.kos is not None:
+        uids["kos"] = str(docs.kos.SOPInstanceUID)
+    return uids
+
+
+def build_and_spool(
+    prediction: Prediction,
+    *,
+    study_uid: str,
+    datasets: Sequence[Dataset],
+    bundle: Any,
+    device: str,
+    spool: Path,
+    key_images: bool,
+    key_image_count: int,
+    earlier: dict[str, Any],
+) -> SpooledResult:
+    """Build the documents of ``prediction`` (not yet committed) and spool them.
+
+    ``datasets`` are the decoded slices the model read (empty for a study that failed
+    before decoding: its SR says not assessed and why, with no key images). ``earlier``
+    is the previous version's document UIDs, named as the SR's predecessor.
+    """
+    started = time.perf_counter()
+    names = list(bundle.class_names)
+    chosen = set(
+        key_slice_uids(
+            prediction.slice_scores or [],
+            names,
+            prediction.flags,
+            prediction.probabilities,
+            key_image_count,
+        )
+        if prediction.assessed
+        else []
+    )
+    headers = [_header(ds) for ds in datasets if str(ds.SOPInstanceUID) in chosen]
+    if datasets and (
+        not headers or str(headers[0].SOPInstanceUID) != str(datasets[0].SOPInstanceUID)
+    ):
+        headers.insert(0, _header(datasets[0]))
+    predecessor = (
+        DocumentRef(study_uid, earlier["sr_series"], earlier["sr"])
+        if earlier.get("sr") and earlier.get("sr_series")
+        else None
+    )
+    rendered_at = time.perf_counter()
+    images = (
+        render_key_images(bundle, datasets, prediction, count=key_image_count, device=device)
+        if key_images and prediction.assessed and datasets
+        else ()
+    )
+    built_at = time.perf_counter()
+    report = report_input_from_prediction(
+        prediction,
+        study_instance_uid=study_uid,
+        headers=headers,
+        class_names=names,
+        predecessor=predecessor,
+        key_images=images,
+        destination_kind=DESTINATION_KIND,
+        key_slice_count=key_image_count,
+    )
+    docs = build_result_documents(report, key_images=key_images)
+    written_at = time.perf_counter()
+    folder = result_folder(spool, study_uid, prediction.study_version, prediction.bundle_sha256)
+    spool_documents(docs, folder)
+    done = time.perf_counter()
+    timings = {
+        "headers_s": round(rendered_at - started, 4),
+        "grad_cam_s": round(built_at - rendered_at, 4),
+        "build_s": round(written_at - built_at, 4),
+        "spool_s": round(done - written_at, 4),
+    }
+    log.info(
+        "result documents for %s v%d spooled: %s", study_uid, prediction.study_version, timings
+    )
+    return SpooledResult(folder, document_uids(docs), timings)
