@@ -33,7 +33,7 @@ from listener.fastpath import (
 from listener.header import InstanceHeader, MalformedDatasetError, parse_header
 from listener.ingest import InstanceRecorder
 from listener.spool import IncomingFile, Quarantine, Spool, SpoolFullError
-from listener.uids import is_valid_uid
+from triage.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
 

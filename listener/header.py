@@ -22,7 +22,7 @@ from listener.pixel_rules import (
     pixel_data_problem,
     trailing_problem,
 )
-from listener.uids import require_uid
+from triage.uids import require_uid
 
 
 class MalformedDatasetError(ValueError):

@@ -29,7 +29,7 @@ from db.vocabulary import AuditEventType
 from listener.header import MalformedDatasetError, parse_header
 from listener.ingest import InstanceRecorder
 from listener.spool import Spool, SpooledFile
-from listener.uids import is_valid_uid
+from triage.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
 RECOVERED_AET = "(recovered)"

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from listener.uids import require_uid
+from triage.uids import require_uid
 
 log = logging.getLogger(__name__)
 

@@ -1,26 +1,9 @@
-"""DICOM UID validation: the only gate between a received UID and a file-system path."""
+"""Moved to :mod:`triage.uids` (the worker names its result files by UID too).
 
-from __future__ import annotations
+Kept as a re-export only so branches written against the old path still import; new code
+imports ``triage.uids``.
+"""
 
-import re
+from triage.uids import InvalidUIDError, is_valid_uid, require_uid
 
-# PS3.5 §9.1: components of digits separated by '.', no leading zero in a multi-digit
-# component, at most 64 characters in all.
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
-
-
-class InvalidUIDError(ValueError):
-    """A value that must be a DICOM UID is not one; it must never reach a path."""
-
-
-def is_valid_uid(value: object) -> bool:
-    """True when ``value`` is a syntactically valid DICOM UID (and so safe in a path)."""
-    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
-
-
-def require_uid(value: object, what: str) -> str:
-    """Return ``value`` if it is a valid UID, else raise :class:`InvalidUIDError` naming ``what``."""
-    if not is_valid_uid(value):
-        shown = repr(value)[:80]
-        raise InvalidUIDError(f"{what} is not a valid DICOM UID: {shown}")
-    return str(value)
+__all__ = ["InvalidUIDError", "is_valid_uid", "require_uid"]

@@ -24,7 +24,7 @@ from listener.pixel_rules import (
     pixel_data_problem,
     trailing_problem,
 )
-from listener.uids import InvalidUIDError, require_uid
+from triage.uids import InvalidUIDError, require_uid
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from listener.spool import Quarantine, Spool, SpoolFullError
-from listener.uids import InvalidUIDError
+from triage.uids import InvalidUIDError
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from listener.uids import InvalidUIDError, is_valid_uid, require_uid
+from triage.uids import InvalidUIDError, is_valid_uid, require_uid
 
 
 @pytest.mark.parametrize(
