@@ -29,6 +29,8 @@ class StudyResult:
     preprocess_seconds: float
     inference_seconds: float
     embeddings: np.ndarray | None = None  # (N, D) image-model embeddings, for the domain score
+    # (N, 3, S, S) what the model saw, in slice_scores order: key images' Grad-CAM reuses it
+    model_input: Any = None
 
 
 def _instance_number(ds: Dataset) -> int | None:
@@ -79,4 +81,5 @@ def infer_series(
         prepared - started,
         done - prepared,
         prediction.embeddings,
+        tensor,
     )

@@ -214,7 +214,9 @@ def _store(
     spooled = (
         None
         if shadow
-        else delivery.prepare_quietly(runtime, prediction, study_id, datasets, bundle)
+        else delivery.prepare_quietly(
+            runtime, prediction, study_id, datasets, bundle, result.model_input
+        )
     )
     if spooled is not None:
         prediction.timings = {**timings, "documents": spooled.timings}

@@ -22,18 +22,19 @@ from typing import Any
 from pydicom.dataset import Dataset, FileMetaDataset
 
 from db.models import Prediction
+from training.classes import DISCLAIMER_SYNTHETIC
+from triage.uids import require_uid
 from worker.reports import (
     DocumentRef,
+    ResultDocuments,
     build_result_documents,
     key_slice_uids,
-    render_key_images,
     report_input_from_prediction,
     write_documents,
 )
 
 log = logging.getLogger(__name__)
 DESTINATION_KIND = "dicom"
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,7 @@ class SpooledResult:
 
 def result_folder(spool: Path, study_uid: str, version: int, bundle_sha256: str) -> Path:
     """``<spool>/results/<study UID>/v<version>-<sha12>``; the UID is checked before use."""
-    if not _UID.match(study_uid) or len(study_uid) > 64:
-        raise ValueError(f"study_uid: {study_uid!r} is not a valid UID")
+    require_uid(study_uid, "Study Instance UID")
     if not re.fullmatch(r"[0-9a-f]{12,64}", bundle_sha256):
         raise ValueError("bundle_sha256: not a hex digest")
     return spool / "results" / study_uid / f"v{int(version)}-{bundle_sha256[:12]}"
@@ -61,10 +61,7 @@ def _header(ds: Dataset) -> Dataset:
     return copy
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
+def _fsync_dir(folder: Path) -> None:
     descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -72,34 +69,33 @@ def _fsync_tree(folder: Path) -> None:
         os.close(descriptor)
 
 
-def spool_documents(docs: Any, folder: Path) -> None:
+def spool_documents(docs: ResultDocuments, folder: Path) -> None:
     """Write ``docs`` into ``folder`` atomically; an existing complete folder is kept.
 
-    An existing folder was renamed into place whole, and deterministic UIDs make it the
-    same documents: keeping it makes the rebuild after a crash a no-op.
+    Each file is written and fsynced by :func:`worker.reports.write_documents`; the folder
+    is renamed into place whole, so an existing one is complete, and deterministic UIDs
+    make it the same documents: keeping it makes the rebuild after a crash a no-op.
     """
     if folder.is_dir():
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
     temporary = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir()
     write_documents(docs, temporary)
-    _fsync_tree(temporary)
     try:
         os.rename(temporary, folder)
     except OSError:
         shutil.rmtree(temporary, ignore_errors=True)
         if not folder.is_dir():
             raise
-    _fsync_tree(folder.parent)
+    _fsync_dir(folder.parent)
 
 
-def document_uids(docs: Any) -> dict[str, Any]:
+def document_uids(docs: ResultDocuments) -> dict[str, Any]:
     """The UIDs every channel names: SR (and its series), key images, KOS."""
     uids: dict[str, Any] = {
         "sr": str(docs.sr.SOPInstanceUID),
-        "sr_series": str(docs.sr.SeriesInstanceUID),
+        "sr_series": docs.uids.sr_series,
         "key_images": [str(ds.SOPInstanceUID) for ds in docs.key_images],
     }
     if docs.kos is not None:
@@ -107,13 +103,31 @@ def document_uids(docs: Any) -> dict[str, Any]:
     return uids
 
 
+def _key_images(
+    prediction: Prediction, bundle: Any, volume: Any, names: list[str], count: int
+) -> list[Any]:
+    """Grad-CAM key images of the top slices (torch is imported only here)."""
+    from worker.reports.key_images import render_key_images
+
+    return render_key_images(
+        bundle,
+        volume,
+        prediction.slice_scores,
+        names,
+        count,
+        flags=prediction.flags,
+        probabilities=prediction.probabilities,
+        demo_label=DISCLAIMER_SYNTHETIC if prediction.synthetic_demo else None,
+    )
+
+
 def build_and_spool(
     prediction: Prediction,
     *,
     study_uid: str,
     datasets: Sequence[Dataset],
+    volume: Any,
     bundle: Any,
-    device: str,
     spool: Path,
     key_images: bool,
     key_image_count: int,
@@ -121,39 +135,36 @@ def build_and_spool(
 ) -> SpooledResult:
     """Build the documents of ``prediction`` (not yet committed) and spool them.
 
-    ``datasets`` are the decoded slices the model read (empty for a study that failed
-    before decoding: its SR says not assessed and why, with no key images). ``earlier``
+    ``datasets`` are the slices the model read, or for a study that failed before that one
+    readable header (its SR says not assessed and why, with no key images). ``volume`` is
+    the model input in ``prediction.slice_scores`` order (None: no key images). ``earlier``
     is the previous version's document UIDs, named as the SR's predecessor.
     """
     started = time.perf_counter()
     names = list(bundle.class_names)
-    chosen = set(
-        key_slice_uids(
-            prediction.slice_scores or [],
-            names,
-            prediction.flags,
-            prediction.probabilities,
-            key_image_count,
+    chosen = (
+        set(
+            key_slice_uids(
+                prediction.slice_scores or [],
+                names,
+                prediction.flags,
+                prediction.probabilities,
+                key_image_count,
+            )
         )
         if prediction.assessed
-        else []
+        else set()
     )
-    headers = [_header(ds) for ds in datasets if str(ds.SOPInstanceUID) in chosen]
-    if datasets and (
-        not headers or str(headers[0].SOPInstanceUID) != str(datasets[0].SOPInstanceUID)
-    ):
-        headers.insert(0, _header(datasets[0]))
+    headers = [_header(ds) for ds in datasets[:1]]
+    headers += [_header(ds) for ds in datasets[1:] if str(ds.SOPInstanceUID) in chosen]
     predecessor = (
         DocumentRef(study_uid, earlier["sr_series"], earlier["sr"])
         if earlier.get("sr") and earlier.get("sr_series")
         else None
     )
     rendered_at = time.perf_counter()
-    images = (
-        render_key_images(bundle, datasets, prediction, count=key_image_count, device=device)
-        if key_images and prediction.assessed and datasets
-        else ()
-    )
+    wanted = key_images and prediction.assessed and volume is not None
+    images = _key_images(prediction, bundle, volume, names, key_image_count) if wanted else []
     built_at = time.perf_counter()
     report = report_input_from_prediction(
         prediction,
@@ -176,7 +187,5 @@ def build_and_spool(
         "build_s": round(written_at - built_at, 4),
         "spool_s": round(done - written_at, 4),
     }
-    log.info(
-        "result documents for %s v%d spooled: %s", study_uid, prediction.study_version, timings
-    )
+    log.info("result documents for v%d spooled: %s", prediction.study_version, timings)
     return SpooledResult(folder, document_uids(docs), timings)

@@ -21,15 +21,10 @@ from db.models import Prediction, Study
 from db.vocabulary import Priority
 from triage.destinations import Channel
 from triage.settings import Settings
+from worker.delivery.documents import SpooledResult, build_and_spool
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
-
-try:  # the document builders (worker.reports) load highdicom; only needed with destinations
-    from worker.delivery.documents import SpooledResult, build_and_spool
-except ImportError:  # pragma: no cover - worker.reports is not merged yet
-    SpooledResult = Any  # type: ignore[misc,assignment]
-    build_and_spool = None  # type: ignore[assignment]
 
 
 def targets(settings: Settings) -> list[outbox.Target]:
@@ -86,6 +81,7 @@ def prepare_quietly(
     study_id: int,
     datasets: Sequence[Dataset],
     bundle: Any,
+    volume: Any = None,
 ) -> SpooledResult | None:
     """Build and spool the documents of ``prediction`` when any destination is configured.
 
@@ -97,8 +93,6 @@ def prepare_quietly(
     if not settings.delivery.any or prediction.shadow:
         return None
     try:
-        if build_and_spool is None:
-            raise RuntimeError("result documents need worker.reports, which is not installed")
         with runtime.sessions() as session:
             study = session.get(Study, study_id)
             assert study is not None
@@ -108,8 +102,8 @@ def prepare_quietly(
             prediction,
             study_uid=study_uid,
             datasets=datasets,
+            volume=volume,
             bundle=bundle,
-            device=runtime.device,
             spool=settings.spool.dir,
             key_images=settings.delivery.key_images,
             key_image_count=settings.delivery.key_image_count,
