@@ -112,16 +112,46 @@ def settings_env(settings: Settings) -> dict[str, str]:
     )
     if settings.models.shadow_bundle is not None:
         env["TRIAGE_SHADOW_BUNDLE"] = str(settings.models.shadow_bundle)
+    env.update(delivery_env(settings))
+    return env
+
+
+def delivery_env(settings: Settings) -> dict[str, str]:
+    """The TRIAGE_* variables of the delivery section, so a child process delivers alike."""
+    cfg = settings.delivery
+    env = {
+        "TRIAGE_DICOM_DESTINATIONS": ",".join(cfg.dicom_destinations),
+        "TRIAGE_HL7_DESTINATIONS": ",".join(cfg.hl7_destinations),
+        "TRIAGE_WEBHOOK_URLS": ",".join(cfg.webhook_urls),
+        "TRIAGE_WEBHOOK_SECRET": cfg.webhook_secret.get_secret_value(),
+        "TRIAGE_UPS_DESTINATIONS": ",".join(cfg.ups_destinations),
+        "TRIAGE_DELIVERY_MAX_ATTEMPTS": str(cfg.max_attempts),
+        "TRIAGE_DELIVERY_BACKOFF_SECONDS": str(cfg.backoff_seconds),
+        "TRIAGE_DELIVERY_BACKOFF_MAX_SECONDS": str(cfg.backoff_max_seconds),
+        "TRIAGE_DELIVERY_ACK_TIMEOUT": str(cfg.ack_timeout),
+        "TRIAGE_DELIVERY_POLL_SECONDS": str(cfg.poll_seconds),
+        "TRIAGE_KEY_IMAGES": str(cfg.key_images).lower(),
+        "TRIAGE_KEY_IMAGE_COUNT": str(cfg.key_image_count),
+    }
+    if cfg.tls_ca is not None:
+        env["TRIAGE_DICOM_DESTINATIONS_TLS_CA"] = str(cfg.tls_ca)
     return env
 
 
 @contextmanager
 def worker_process(
-    settings: Settings, *, pool: str = "solo", reconcile: bool = False, log: Path
+    settings: Settings,
+    *,
+    pool: str = "solo",
+    reconcile: bool = False,
+    log: Path,
+    command: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``triage worker`` as a real process for the duration of the block."""
+    """Run ``triage worker`` (or ``triage <command>``) as a real process for the block."""
     args = [sys.executable, "-m", "triage.cli", "worker", "--pool", pool]
     args.append("--reconcile" if reconcile else "--no-reconcile")
+    if command:
+        args = [sys.executable, "-m", "triage.cli", *command]
     with open(log, "ab") as out:
         process = subprocess.Popen(
             args,
