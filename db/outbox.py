@@ -236,7 +236,7 @@ def context(session: Session, delivery_id: int) -> DeliveryContext:
     )
 
 
-def mark_sent(session: Session, delivery_id: int, *, detail: str | None = None) -> bool:
+def mark_sent(session: Session, delivery_id: int, *, detail: dict[str, Any] | None = None) -> bool:
     """Record the destination's acknowledgement and commit at once.
 
     Moves the study to ``delivered`` when every delivery of its current result is sent.
@@ -264,7 +264,7 @@ def mark_sent(session: Session, delivery_id: int, *, detail: str | None = None) 
             "destination": row.destination,
             "version": prediction.study_version,
             "attempts": row.attempts,
-            **({"detail": detail} if detail else {}),
+            **({"sent": detail} if detail else {}),
         },
     )
     session.flush()

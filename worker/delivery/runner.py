@@ -44,7 +44,7 @@ class Settled:
 
     delivery_id: int
     state: DeliveryState | None  # None: another sender owns the row now
-    detail: str | None = None
+    detail: Any = None  # what the destination said (dict), or the failure reason (str)
 
 
 class DeliveryRunner:
@@ -123,7 +123,7 @@ class DeliveryRunner:
         )
         return Settled(claim.delivery_id, state, reason)
 
-    def _dispatch(self, ctx: outbox.DeliveryContext) -> str | None:
+    def _dispatch(self, ctx: outbox.DeliveryContext) -> dict[str, Any]:
         """Send through the channel; returns a detail for the audit, raises DeliveryError."""
         cfg = self._settings.delivery
         timeout = cfg.ack_timeout
@@ -140,11 +140,11 @@ class DeliveryRunner:
                 timeout=timeout,
                 tls=self._tls_context() if destination.tls else None,
             )
-            return f"{len(datasets)} objects stored; {report.as_dict()}"
+            return {"objects": len(datasets), **report.as_dict()}
         if ctx.channel == Channel.HL7:
             message = hl7_oru.build_oru(ctx, sending_application=cfg.hl7_sending_application)
             ack = hl7_oru.send_oru(Hl7Destination.parse(ctx.destination), message, timeout=timeout)
-            return f"ACK {ack} for {hl7_oru.control_id(ctx)}"
+            return {"ack": ack, "control_id": hl7_oru.control_id(ctx)}
         if ctx.channel == Channel.WEBHOOK:
             status = webhook.post(
                 WebhookDestination.parse(ctx.destination),
@@ -153,7 +153,7 @@ class DeliveryRunner:
                 delivery_id=ctx.key,
                 timeout=timeout,
             )
-            return f"HTTP {status}"
+            return {"http_status": status}
         if ctx.channel == Channel.UPS:
             uid = ups.workitem_uid(ctx)
             code = ups.create_workitem(
@@ -163,7 +163,7 @@ class DeliveryRunner:
                 calling_aet=calling,
                 timeout=timeout,
             )
-            return f"workitem {uid} status 0x{code:04X}"
+            return {"workitem": uid, "status": f"0x{code:04X}"}
         raise RefusedError(f"unknown channel {ctx.channel!r}")
 
     def _tls_context(self) -> Any:
