@@ -43,6 +43,7 @@ from triage.settings_sections import (
     ModelsSection,
     RoutingSection,
     SpoolSection,
+    WebSection,
     WorkerSection,
 )
 
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
     routing: RoutingSection = Field(default_factory=RoutingSection)
     models: ModelsSection = Field(default_factory=ModelsSection)
     worker: WorkerSection = Field(default_factory=WorkerSection)
+    web: WebSection = Field(default_factory=WebSection)
 
     @model_validator(mode="before")
     @classmethod
