@@ -42,7 +42,7 @@ def audit_query(
     since: datetime | None = None,
     until: datetime | None = None,
     event_type: Annotated[list[AuditEventType] | None, Query()] = None,
-    after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> AuditQuery:
     """Dependency: the filters both audit endpoints take."""
     return AuditQuery(as_utc(since), as_utc(until), event_type, after_id)

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
 from db.users import Principal
@@ -60,9 +61,11 @@ def study_filter(
     studies whose probability for it is at least that.
     """
     if min_probability is not None and finding is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="min_probability needs finding"
-        )
+        # The same shape as FastAPI's own 422s, so the answer matches the OpenAPI schema.
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("query", "finding"), "input": None,
+              "msg": "min_probability needs finding"}]
+        )  # fmt: skip
     return StudyFilter(
         received_from=as_utc(received_from),
         received_to=as_utc(received_to),
@@ -86,8 +89,8 @@ def me(principal: Reader) -> Me:
 @router.get("/studies", responses=AUTH_RESPONSES)
 def get_studies(
     request: Request,
+    principal: Reader,  # first: credentials are checked before any parameter
     flt: Annotated[StudyFilter, Depends(study_filter)],
-    principal: Reader,
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -112,8 +115,8 @@ def get_studies(
 @router.get("/studies/{study_id}", responses={**AUTH_RESPONSES, **NOT_FOUND})
 def get_study(
     request: Request,
-    study_id: StudyId,
     principal: Reader,
+    study_id: StudyId,
     session: DbSession,
 ) -> StudyDetail:
     """One study: per-class probabilities, the per-slice curve, the series read, deliveries
@@ -139,8 +142,8 @@ def get_study(
 )
 async def post_acknowledge(
     request: Request,
-    study_id: StudyId,
     principal: Acknowledger,
+    study_id: StudyId,
 ) -> Acknowledged:
     """Say the current version of this study's result was seen (audited; sessions need the
     CSRF token in ``X-CSRF-Token``)."""
