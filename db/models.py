@@ -1,4 +1,5 @@
-"""Typed SQLAlchemy 2.0 models: studies, series, instances, jobs, predictions, deliveries, audit.
+"""Typed SQLAlchemy 2.0 models: studies, series, instances, jobs, predictions, deliveries, audit,
+and the web app's users, sessions, sign-in failures and acknowledgements.
 
 The database is the source of truth: a study's state here decides what the reconciler
 re-queues, and a prediction row is the durable record of what a model said, with the
@@ -27,7 +28,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from db.vocabulary import AuditEventType, DeliveryState, JobState, Priority, StudyState
+from db.vocabulary import (
+    AuditEventType,
+    DeliveryState,
+    JobState,
+    Priority,
+    StudyState,
+    WebRole,
+)
 
 UID = String(64)
 
@@ -94,7 +102,10 @@ class Study(Base):
 
     series: Mapped[list[Series]] = relationship(back_populates="study", cascade="all")
 
-    __table_args__ = (Index("ix_studies_state", "state"),)
+    __table_args__ = (
+        Index("ix_studies_state", "state"),
+        Index("ix_studies_first_received", "first_received_at"),
+    )
 
 
 class Series(Base):
@@ -241,4 +252,65 @@ class AuditEvent(Base):
     study_instance_uid: Mapped[str | None] = mapped_column(UID)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
-    __table_args__ = (Index("ix_audit_study", "study_instance_uid"),)
+    __table_args__ = (
+        Index("ix_audit_study", "study_instance_uid"),
+        Index("ix_audit_at", "at"),
+    )
+
+
+class WebUser(Base):
+    """A person (or an API client) of the web app; only the sha256 of their token is kept.
+
+    A token is shown once when the user is added; losing it means revoking and adding again,
+    so a stolen copy of the database never yields a working credential.
+    """
+
+    __tablename__ = "web_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[WebRole] = mapped_column(_enum(WebRole, length=16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class WebSession(Base):
+    """A browser session: the cookie holds a random id, the row only its sha256 and CSRF token."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("web_users.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class SignInFailure(Base):
+    """One refused sign-in, by client address: repeated failures slow the next attempt down."""
+
+    __tablename__ = "web_sign_in_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_sign_in_failures_address_at", "address", "at"),)
+
+
+class Acknowledgement(Base):
+    """A person said they have seen a study version's triage result (shown on the worklist)."""
+
+    __tablename__ = "web_acknowledgements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    study_version: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[int] = mapped_column(ForeignKey("web_users.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("study_id", "study_version", "user_id", name="uq_acknowledgement_key"),
+    )

@@ -105,3 +105,22 @@ class AuditEventType(StrEnum):
     DELIVERY_FAILED = "delivery_failed"
     DELIVERY_REQUEUED = "delivery_requeued"
     RESULT_VIEWED = "result_viewed"
+    # The web app's access log (IHE ATNA spirit): who read or acknowledged which study.
+    WORKLIST_VIEWED = "worklist_viewed"
+    STUDY_VIEWED = "study_viewed"
+    STUDY_ACKNOWLEDGED = "study_acknowledged"
+    AUDIT_LOG_VIEWED = "audit_log_viewed"
+    AUDIT_QUERY_RUN = "audit_query_run"
+    USER_SIGNED_IN = "user_signed_in"
+    USER_SIGNED_OUT = "user_signed_out"
+    SIGN_IN_FAILED = "sign_in_failed"
+    USER_ADDED = "user_added"
+    USER_REVOKED = "user_revoked"
+
+
+class WebRole(StrEnum):
+    """Who may do what in the web app (``triage users add NAME --role ROLE``)."""
+
+    RADIOLOGIST = "radiologist"  # the worklist, study results, acknowledgements
+    AUDITOR = "auditor"  # study results and the audit log, never acknowledges
+    ADMIN = "admin"  # everything

@@ -24,6 +24,7 @@ USED_WITHOUT_IMPORT = {
     "pylibjpeg-openjpeg": "pydicom decoder and encoder plugin (JPEG 2000)",
     "pylibjpeg-rle": "pydicom decoder plugin (RLE)",
     "pyjpegls": "pydicom decoder plugin (JPEG-LS through CharLS)",
+    "python-multipart": "form parser FastAPI loads for Form() parameters (sign-in, acknowledge)",
 }
 
 

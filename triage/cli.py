@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from triage.cli_web import add_audit_queries, users, web
 from triage.logging_config import configure_logging
 from triage.settings import (
     Settings,
@@ -147,21 +148,26 @@ def delivery_worker() -> None:
 
 @main.command()
 def serve() -> None:
-    """Run listener, worker and delivery worker together (what `make run` starts)."""
+    """Run listener, worker, delivery worker and web app together (what `make run` starts)."""
     from listener.service import start_listener
 
     settings = _settings()
     service = start_listener(settings)
     worker_process = subprocess.Popen([sys.executable, "-m", "triage.cli", "worker"])
     delivery_process = subprocess.Popen([sys.executable, "-m", "triage.cli", "delivery-worker"])
+    from triage.web.server import start_in_thread
+
+    web_server, _ = start_in_thread(settings)
     click.echo(
         f"pacs-triage serving: DICOM {settings.dicom.ae_title}@{settings.dicom.bind}:{service.port}, "
+        f"web {settings.web.bind}:{settings.web.port}, "
         f"database {mask_url(settings.database.url.get_secret_value())}, "
         f"model bundle {settings.models.bundle}"
     )
     try:
         _wait_for_signal()
     finally:
+        web_server.should_exit = True
         service.stop()
         for process in (worker_process, delivery_process):
             process.terminate()
@@ -323,6 +329,9 @@ def deliveries_retry(ids: tuple[int, ...], all_dead: bool) -> None:
     if skipped:
         click.echo(f"not dead (left alone): {' '.join(map(str, skipped))}", err=True)
         sys.exit(1)
+add_audit_queries(audit)
+main.add_command(users)
+main.add_command(web)
 
 
 # Pixels of an unseeded demo: the same phantom image every time, under fresh UIDs.

@@ -44,6 +44,7 @@ from triage.settings_sections import (
     ModelsSection,
     RoutingSection,
     SpoolSection,
+    WebSection,
     WorkerSection,
 )
 
@@ -75,6 +76,7 @@ class Settings(BaseSettings):
     models: ModelsSection = Field(default_factory=ModelsSection)
     worker: WorkerSection = Field(default_factory=WorkerSection)
     delivery: DeliverySection = Field(default_factory=DeliverySection)
+    web: WebSection = Field(default_factory=WebSection)
 
     @model_validator(mode="before")
     @classmethod

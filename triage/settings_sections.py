@@ -545,3 +545,58 @@ class DeliverySection(Section):
             or self.webhook_urls
             or self.ups_destinations
         )
+class WebSection(Section):
+    """The web app (``triage web``): worklist page, API, audit log and metrics."""
+
+    port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="HTTP(S) port of the web app (0 = any free port).",
+        json_schema_extra=env("WEB_PORT"),
+    )
+    bind: str = Field(
+        default="127.0.0.1",
+        description="Address the web app listens on.",
+        json_schema_extra=env("WEB_BIND"),
+    )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate: the web app speaks HTTPS only.",
+        json_schema_extra=env("WEB_TLS_CERT"),
+    )
+    tls_key: Path | None = Field(
+        default=None,
+        description="PEM private key for WEB_TLS_CERT.",
+        json_schema_extra=env("WEB_TLS_KEY"),
+    )
+    session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24 * 7,
+        description="Hours a browser sign-in lasts.",
+        json_schema_extra=env("WEB_SESSION_HOURS"),
+    )
+    live_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How often the live worklist checks the database for changes.",
+        json_schema_extra=env("WEB_POLL_SECONDS"),
+    )
+    min_free_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="Spool free space below which the web app reports not ready (MiB).",
+        json_schema_extra=env("WEB_MIN_FREE_MB"),
+    )
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _tls_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"file {value} does not exist")
+        pair_checked = info.field_name == "tls_key" and "tls_cert" in info.data
+        if pair_checked and (info.data.get("tls_cert") is None) != (value is None):
+            raise ValueError("web tls_cert and tls_key must be given together")
+        return value

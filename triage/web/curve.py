@@ -1,0 +1,50 @@
+"""The worklist thumbnail: the per-slice score curve as a small inline SVG, top slice marked.
+
+Drawn on the server from the stored slice scores, so it needs no image decoding and no
+script. When rendered key images (the top slice with its heat map, a DICOM Secondary
+Capture under the spool) exist, :mod:`triage.web.key_images` is the hook that will show
+them instead; until then this curve is the thumbnail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from markupsafe import Markup, escape
+
+WIDTH, HEIGHT, PAD = 160, 44, 3
+
+
+def slice_curve(slice_scores: Sequence[dict[str, Any]]) -> list[float]:
+    """Per slice, the highest score of any class (0..1), in patient-axis order."""
+    curve = []
+    for entry in slice_scores:
+        scores = entry.get("scores") or {}
+        values = [float(v) for v in scores.values() if isinstance(v, int | float)]
+        curve.append(max(values, default=0.0))
+    return curve
+
+
+def curve_svg(slice_scores: Sequence[dict[str, Any]], *, label: str = "") -> Markup:
+    """An SVG polyline of :func:`slice_curve` with the top slice as a dot (empty if no data)."""
+    curve = slice_curve(slice_scores)
+    if not curve:
+        return Markup("")
+    step = (WIDTH - 2 * PAD) / max(1, len(curve) - 1)
+    points = [
+        (PAD + i * step, HEIGHT - PAD - min(1.0, max(0.0, v)) * (HEIGHT - 2 * PAD))
+        for i, v in enumerate(curve)
+    ]
+    top = max(range(len(curve)), key=curve.__getitem__)
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    title = escape(f"{label}slice scores, top slice {top + 1} of {len(curve)}: {curve[top]:.2f}")
+    return Markup(
+        f'<svg class="curve" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
+        f'role="img" aria-label="{title}"><title>{title}</title>'
+        f'<line class="curve-half" x1="{PAD}" x2="{WIDTH - PAD}" y1="{HEIGHT / 2:.1f}" '
+        f'y2="{HEIGHT / 2:.1f}"/>'
+        f'<polyline class="curve-line" points="{line}"/>'
+        f'<circle class="curve-top" cx="{points[top][0]:.1f}" cy="{points[top][1]:.1f}" r="3"/>'
+        "</svg>"
+    )
