@@ -341,11 +341,15 @@ def predict(
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG to write.")
 @click.option("--class", "class_name", help="Class to explain (default: most probable).")
 def explain(bundle: Path | None, file: Path, out: Path, class_name: str | None) -> None:
-    """Grad-CAM heat-map over one slice (DICOM or picture), saved as PNG."""
+    """Grad-CAM heat-map over one slice (DICOM or picture), saved as PNG.
+
+    A DICOM slice is scored within its series (the files beside it), exactly as the worker
+    scores it; the probability shown is the worker's.
+    """
     from training.explain import explain_file
 
-    name, prob = explain_file(_load(bundle), file, out, class_name)
-    click.echo(f"{out}: Grad-CAM for {name} (p={prob:.3f})")
+    found = explain_file(_load(bundle), file, out, class_name)
+    click.echo(f"{out}: Grad-CAM for {found.class_name} (p={found.probability:.3f})")
 
 
 @main.command("operating-point")
