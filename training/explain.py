@@ -97,7 +97,7 @@ def _series_of(path: Path) -> list[pydicom.Dataset]:
     """The DICOM file and the slices of its series lying beside it (the worker's volume)."""
     target = pydicom.dcmread(path)
     series_uid = target.get("SeriesInstanceUID")
-    out = [target]
+    out: list[pydicom.Dataset] = [target]
     for other in sorted(path.parent.iterdir()):
         if other == path or not other.is_file() or other.suffix.lower() in PICTURE_SUFFIXES:
             continue
