@@ -170,6 +170,65 @@ def train(
 
 
 @main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML or JSON recipe (e.g. training/recipes/real-pictures.toml).",
+)
+@click.option("--folders", help="Class-per-folder images root.")
+@click.option("--dicom-dir", help="RSNA layout: folder of DICOM slices.")
+@click.option("--labels", help="RSNA layout: ID,Label CSV.")
+@click.option("--folds", type=click.IntRange(2, 50), default=5, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for all folds.")
+@click.option("--overwrite", is_flag=True, help="Empty an existing --out first.")
+@click.option("--set", "sets", multiple=True, help="Any config key: --set image.epochs=10")
+def crossval(
+    config_file: Path | None,
+    folders: str | None,
+    dicom_dir: str | None,
+    labels: str | None,
+    folds: int,
+    out: Path,
+    overwrite: bool,
+    sets: tuple[str, ...],
+) -> None:
+    """k-fold cross-validation: AUC per fold, pooled AUC with a bootstrap 95 % interval."""
+    from training.config import load_config
+    from training.crossval import cross_validate
+
+    overrides = {"data.folders": folders, "data.dicom_dir": dicom_dir, "data.labels": labels}
+    try:
+        cfg = load_config(config_file, overrides, list(sets))
+        summary = cross_validate(cfg, out, folds, overwrite=overwrite)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    echo_crossval(summary)
+
+
+def echo_crossval(summary: dict[str, Any]) -> None:
+    """Print per-fold AUCs, their mean and range, and the pooled AUC with its interval."""
+    click.echo(summary["title"])
+    for fold in summary["folds"]:
+        aucs = "  ".join(
+            f"{k}={'n/a' if v is None else f'{v:.3f}'}" for k, v in fold["auc"].items()
+        )
+        click.echo(f"  fold {fold['fold']} (n={fold['n']}): AUC {aucs}")
+    study = summary["study"]
+    for name, auc in study["auc"].items():
+        if auc is None:
+            continue
+        low, high = study["auc_ci95"][name]
+        mean = summary["fold_auc_mean"][name]
+        f_low, f_high = summary["fold_auc_range"][name]
+        click.echo(
+            f"  {name}: pooled AUC {auc:.3f} (95% CI {low:.3f}-{high:.3f}, n={study['n']}); "
+            f"fold mean {mean:.3f}, range {f_low:.3f}-{f_high:.3f}; "
+            f"ECE {study['ece'][name]:.3f}; weighted log loss {study['weighted_log_loss']:.3f}"
+        )
+
+
+@main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder.")
 @click.option("--name", required=True)

@@ -121,12 +121,19 @@ def plot_reliability(
     y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str], path: Path, title: str
 ) -> None:
     """Reliability diagram: observed frequency against mean predicted probability per bin,
-    one line per class in its colour, ECE in the legend."""
+    one line per class in its colour, ECE in the legend (bin counts when there is one class)."""
     fig, ax = plt.subplots(figsize=(5.8, 5.2))
     ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1.0, label="perfectly calibrated")
-    for _, name, y, p in _curves(y_true, y_prob, class_names):
+    curves = _curves(y_true, y_prob, class_names)
+    for _, name, y, p in curves:
         mean_p, freq, counts = reliability(y, p)
         filled = counts > 0
+        if len(curves) == 1:  # one class: say how many items each point stands for
+            for x, f, n in zip(mean_p[filled], freq[filled], counts[filled], strict=True):
+                below = -10 if f > 0.5 else 6  # inside the frame, off the tick labels
+                ax.annotate(
+                    f"n={n}", (x, f), textcoords="offset points", xytext=(3, below), fontsize=7
+                )
         ece = expected_calibration_error(y, p)
         colour = class_colour(name, class_names)
         ax.plot(

@@ -127,12 +127,19 @@ def evaluate_split(
 
 
 def train_run(
-    cfg: TrainConfig, run_dir: Path, *, overwrite: bool = False, resume: bool = False
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    split: dict[str, list[str]] | None = None,
 ) -> RunResult:
     """Train both stages on the configured data and write the run folder.
 
     Every option is checked before anything is decoded, and the run folder must be new (or
     emptied with ``overwrite``, or continued with ``resume`` from its last image-stage epoch).
+    ``split`` (series UIDs per ``train``/``val``/``test``) replaces the patient-wise split made
+    from the config's fractions (cross-validation folds).
 
     Raises
     ------
@@ -146,7 +153,7 @@ def train_run(
     check_config(cfg)
     prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
     with log_to_file(run_dir):
-        return _train(cfg, run_dir, resume)
+        return _train(cfg, run_dir, resume, split)
 
 
 def _decoded(
@@ -181,7 +188,9 @@ def _decoded(
     return dataset.subset(keep), cache
 
 
-def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> RunResult:
+def _train(
+    cfg: TrainConfig, run_dir: Path, resume: bool, given: dict[str, list[str]] | None
+) -> RunResult:
     started = time.monotonic()
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -206,7 +215,11 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> RunResult:
     all_slices = dataset.slices
     index = {rec.path: i for i, rec in enumerate(all_slices)}
     dataset, cache = _decoded(dataset, cfg, spec, run_dir)
-    split = split_by_patient(dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    if given is None:
+        split = split_by_patient(dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    else:
+        kept = {s.series_uid for s in dataset.series}
+        split = {name: [uid for uid in uids if uid in kept] for name, uids in given.items()}
     (run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
     parts = {name: dataset.subset(uids) for name, uids in split.items()}
     offsets = {series.series_uid: index[series.slices[0].path] for series in dataset.series}
