@@ -49,8 +49,21 @@ def main(verbose: bool) -> None:
 @click.option("--slices", type=int, default=24, show_default=True)
 @click.option("--size", type=int, default=256, show_default=True)
 @click.option("--lesion-probability", type=float, default=0.25, show_default=True)
+@click.option(
+    "--variation",
+    type=click.Choice(["none", "train", "held_out"]),
+    default="none",
+    show_default=True,
+    help="Nuisance variation family (training/phantom_variation.py).",
+)
 def synth(
-    out: Path, studies: int, seed: int, slices: int, size: int, lesion_probability: float
+    out: Path,
+    studies: int,
+    seed: int,
+    slices: int,
+    size: int,
+    lesion_probability: float,
+    variation: str,
 ) -> None:
     """Write a labelled phantom set: OUT/dicom/... and OUT/labels.csv (RSNA format)."""
     from training.phantom import write_phantom_dataset
@@ -62,6 +75,7 @@ def synth(
         slices=slices,
         size=size,
         lesion_probability=lesion_probability,
+        variation=variation,
     )
     click.echo(str(csv_path))
 

@@ -84,7 +84,12 @@ def log_to_file(run_dir: Path) -> Iterator[Path]:
     handler.setLevel(logging.INFO)
     root = logging.getLogger()
     previous = root.level
-    if root.level > logging.INFO or root.level == logging.NOTSET:
+    # The file wants INFO even when the console shows only warnings: lower the root level,
+    # and hold the existing handlers at the level they effectively had.
+    held = [(h, h.level) for h in root.handlers]
+    if previous > logging.INFO:
+        for other, level in held:
+            other.setLevel(max(level, previous))
         root.setLevel(logging.INFO)
     root.addHandler(handler)
     try:
@@ -92,6 +97,8 @@ def log_to_file(run_dir: Path) -> Iterator[Path]:
     finally:
         root.removeHandler(handler)
         root.setLevel(previous)
+        for other, level in held:
+            other.setLevel(level)
         handler.close()
 
 
