@@ -68,17 +68,9 @@ def default_demo_dir() -> Path:
     return Path(training.__file__).resolve().parent.parent / "worker" / "bundles" / "demo"
 
 
-def build_demo_bundle(
-    out: Path,
-    work: Path,
-    *,
-    studies: int = DEMO_DATA["studies"],
-    seed: int = DEMO_DATA["seed"],
-    overrides: dict[str, Any] | None = None,
-) -> str:
-    """Synthesise phantoms, train both stages, export the demo bundle; return its sha256."""
-    started = time.monotonic()
-    data_dir = work / f"phantoms-seed{seed}-n{studies}"
+def phantom_set(work: Path, studies: int, seed: int, variation: str) -> Path:
+    """The demo's phantom set under ``work`` (written once, reused); returns its labels CSV."""
+    data_dir = work / f"phantoms-{variation}-seed{seed}-n{studies}"
     labels = data_dir / "labels.csv"
     if not labels.exists():
         if data_dir.exists():
@@ -89,10 +81,24 @@ def build_demo_bundle(
             seed=seed,
             slices=DEMO_DATA["slices"],
             size=DEMO_DATA["size"],
-            variation=DEMO_DATA["variation"],
+            variation=variation,
         )
+    return labels
+
+
+def build_demo_bundle(
+    out: Path,
+    work: Path,
+    *,
+    studies: int = DEMO_DATA["studies"],
+    seed: int = DEMO_DATA["seed"],
+    overrides: dict[str, Any] | None = None,
+) -> str:
+    """Synthesise phantoms, train both stages, export the demo bundle; return its sha256."""
+    started = time.monotonic()
+    labels = phantom_set(work, studies, seed, DEMO_DATA["variation"])
     recipe = dict(DEMO_RECIPE) | {
-        "data.dicom_dir": str(data_dir / "dicom"),
+        "data.dicom_dir": str(labels.parent / "dicom"),
         "data.labels": str(labels),
     }
     cfg = load_config(None, recipe | dict(overrides or {}))
@@ -124,21 +130,11 @@ def held_out_report(bundle_dir: Path, work: Path) -> dict[str, Any]:
     variation has learned the generator; this says how far it carries to variation it never
     saw, wherever the bundle's numbers are read.
     """
-    data_dir = work / f"phantoms-{HELD_OUT['variation']}-seed{HELD_OUT['seed']}"
-    labels = data_dir / "labels.csv"
-    if not labels.exists():
-        if data_dir.exists():
-            shutil.rmtree(data_dir)
-        write_phantom_dataset(
-            data_dir,
-            studies=HELD_OUT["studies"],
-            seed=HELD_OUT["seed"],
-            slices=DEMO_DATA["slices"],
-            size=DEMO_DATA["size"],
-            variation=HELD_OUT["variation"],
-        )
+    labels = phantom_set(work, HELD_OUT["studies"], HELD_OUT["seed"], HELD_OUT["variation"])
     bundle = load_bundle(bundle_dir)
-    dataset = read_rsna_dataset(data_dir / "dicom", labels, bundle.class_names, labelled_only=True)
+    dataset = read_rsna_dataset(
+        labels.parent / "dicom", labels, bundle.class_names, labelled_only=True
+    )
     report = evaluate_bundle(bundle, dataset)
     study = report["study"]
     return json_safe(
