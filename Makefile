@@ -32,6 +32,7 @@ realdata: install system
 	$(BIN)/python -m bench.realdata ../shared/data
 	$(BIN)/python -m bench.realdata_inference ../shared/data
 	$(BIN)/python -m bench.completion ../shared/data
+	$(BIN)/python -m bench.realdata_pictures ../shared/data
 
 bench: install system
 	$(BIN)/python -m bench.ingest

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.classes import DISCLAIMER_SYNTHETIC
+from training.classes import CLASS_NAMES, DISCLAIMER_SYNTHETIC
 from training.input_domain import InputDomain, load_input_domain
 from training.models import ImageModel, SequenceModel, build_image_model, build_sequence_model
 from training.preprocessing import PreprocessSpec, volume_to_tensor
@@ -110,6 +110,19 @@ class Bundle:
         return {k: float(v) for k, v in self.config["thresholds"].items()}
 
     @property
+    def temperatures(self) -> dict[str, dict[str, float]]:
+        """Per-class temperatures fitted on validation (``study`` and ``slice``); 1 if absent.
+
+        The logits are divided by them before the sigmoid, so the probabilities shown are the
+        calibrated ones the thresholds were chosen on.
+        """
+        saved = self.config.get("calibration", {}) or {}
+        return {
+            level: {n: float(saved.get(level, {}).get(n, 1.0)) for n in self.class_names}
+            for level in ("study", "slice")
+        }
+
+    @property
     def metrics(self) -> dict[str, Any]:
         return dict(self.config.get("metrics", {}))
 
@@ -145,8 +158,11 @@ class Bundle:
                 logits.append(log)
             emb_all, log_all = torch.cat(embeddings)[None], torch.cat(logits)[None]
             study, refined = self.sequence_model(emb_all, log_all)
-            study_p = torch.sigmoid(study[0]).cpu().tolist()
-            slice_p = torch.sigmoid(refined[0]).cpu().tolist()
+            temps = self.temperatures
+            study_t = torch.tensor([temps["study"][n] for n in self.class_names])
+            slice_t = torch.tensor([temps["slice"][n] for n in self.class_names])
+            study_p = torch.sigmoid(study[0].float().cpu() / study_t).tolist()
+            slice_p = torch.sigmoid(refined[0].float().cpu() / slice_t).tolist()
         names = self.class_names
         return VolumePrediction(
             study_probabilities=dict(zip(names, study_p, strict=True)),
@@ -169,6 +185,71 @@ class Bundle:
                 emb, _ = self.image_model(chunk)
                 rows.append(emb.float().cpu().numpy())
         return np.concatenate(rows)
+
+
+class BundleFitError(ValueError):
+    """A bundle was not made for what the worker reads (head-CT series in Hounsfield units)."""
+
+
+def head_ct_fit_problems(bundle: Bundle) -> list[str]:
+    """Why ``bundle`` does not fit head-CT triage (empty when it does).
+
+    The worker feeds DICOM CT series in HU and stores the project's finding classes
+    (``training.classes.CLASS_NAMES``). A bundle trained on pictures (input kind ``image``)
+    reads grey levels, not HU, and one trained on other classes (chest X-ray ``pneumonia``)
+    answers a question the worklist does not ask; both would run without error and mean
+    nothing, so they are refused by the worker and warned about by ``training predict``.
+    """
+    return config_fit_problems(bundle.config)
+
+
+def config_fit_problems(config: Mapping[str, Any]) -> list[str]:
+    """:func:`head_ct_fit_problems` on a bundle's ``config.json`` alone (no model is built)."""
+    problems = []
+    kind = str(config.get("preprocess", {}).get("input_kind", "ct"))
+    class_names = tuple(config.get("class_names", ()))
+    if kind != "ct":
+        problems.append(f"input kind is {kind!r}, the worker reads CT in HU ('ct')")
+    foreign = [n for n in class_names if n not in CLASS_NAMES]
+    if foreign:
+        problems.append(
+            f"classes {foreign} are not head-CT findings (known: {', '.join(CLASS_NAMES)})"
+        )
+    if not class_names:
+        problems.append("the bundle names no classes")
+    return problems
+
+
+def check_bundle_dir_fits(path: Path) -> None:
+    """Verify a bundle folder's hashes and that it fits head-CT triage, without loading it.
+
+    Why: the worker's parent process checks this before it forks its pool, so an unfit bundle
+    stops the worker at start with one message instead of crashing every pool process.
+
+    Raises
+    ------
+    BundleIntegrityError
+        If a file does not match the manifest.
+    BundleFitError
+        If the bundle's input kind or classes do not fit head CT.
+    """
+    path = Path(path)
+    verify_bundle(path)
+    _refuse_unfit(json.loads((path / CONFIG_FILE).read_text()), path)
+
+
+def check_head_ct_fit(bundle: Bundle) -> None:
+    """Raise :class:`BundleFitError` when :func:`head_ct_fit_problems` finds anything."""
+    _refuse_unfit(bundle.config, bundle.path)
+
+
+def _refuse_unfit(config: Mapping[str, Any], path: Path) -> None:
+    problems = config_fit_problems(config)
+    if problems:
+        raise BundleFitError(
+            f"bundle {config.get('name')} {config.get('version')} at {path} does not fit "
+            "head-CT triage: " + "; ".join(problems)
+        )
 
 
 def _file_sha256(path: Path) -> str:
@@ -203,6 +284,8 @@ def export_bundle(
     training_data: dict[str, Any] | None = None,
     hyperparameters: dict[str, Any] | None = None,
     extra_files: Mapping[str, bytes] | None = None,
+    calibration: Mapping[str, Mapping[str, float]] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> str:
     """Write a bundle folder and return its overall sha256.
 
@@ -246,6 +329,8 @@ def export_bundle(
             "embed_dim": image_model.num_features,
             "params": sequence_params,
         },
+        "calibration": {k: dict(v) for k, v in (calibration or {}).items()},
+        "provenance": dict(provenance or {}),
         "hyperparameters": hyperparameters or {},
         "metrics": metrics or {},
         "training_data": training_data or {},

@@ -49,8 +49,21 @@ def main(verbose: bool) -> None:
 @click.option("--slices", type=int, default=24, show_default=True)
 @click.option("--size", type=int, default=256, show_default=True)
 @click.option("--lesion-probability", type=float, default=0.25, show_default=True)
+@click.option(
+    "--variation",
+    type=click.Choice(["none", "train", "held_out"]),
+    default="none",
+    show_default=True,
+    help="Nuisance variation family (training/phantom_variation.py).",
+)
 def synth(
-    out: Path, studies: int, seed: int, slices: int, size: int, lesion_probability: float
+    out: Path,
+    studies: int,
+    seed: int,
+    slices: int,
+    size: int,
+    lesion_probability: float,
+    variation: str,
 ) -> None:
     """Write a labelled phantom set: OUT/dicom/... and OUT/labels.csv (RSNA format)."""
     from training.phantom import write_phantom_dataset
@@ -62,6 +75,7 @@ def synth(
         slices=slices,
         size=size,
         lesion_probability=lesion_probability,
+        variation=variation,
     )
     click.echo(str(csv_path))
 
@@ -101,10 +115,35 @@ def synth(
 @click.option("--seed", type=int)
 @click.option("--device", help="auto, cpu or cuda.")
 @click.option("--threads", type=int, help="CPU threads (default 2).")
+@click.option(
+    "--allow-partial-weights",
+    is_flag=True,
+    default=None,
+    help="Use a --pretrained file even when under 90% of the backbone's tensors match.",
+)
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "on", "off"]),
+    help="Mixed precision: auto = CUDA only (fp16); on = also CPU (bfloat16).",
+)
+@click.option("--overwrite", is_flag=True, help="Empty an existing run folder first.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its last image-stage epoch, with its saved config.",
+)
 @click.option("--set", "sets", multiple=True, help="Any config key: --set image.drop_rate=0.4")
-def train(config_file: Path | None, out: Path, sets: tuple[str, ...], **flags: Any) -> None:
+def train(
+    config_file: Path | None,
+    out: Path,
+    sets: tuple[str, ...],
+    overwrite: bool,
+    resume: bool,
+    **flags: Any,
+) -> None:
     """Train both stages and write a run folder (export it with `training export`)."""
-    from training.config import load_config
+    from training.config import config_from_dict, load_config
+    from training.preflight import ConfigError
     from training.run import train_run
 
     keys = {
@@ -124,13 +163,83 @@ def train(config_file: Path | None, out: Path, sets: tuple[str, ...], **flags: A
         "sampling": "image.sampling",
         "scheduler": "image.scheduler",
         "sequence": "patient.arch",
+        "allow_partial_weights": "image.allow_partial_weights",
+        "amp": "image.amp",
     }
     overrides = {keys.get(k, k): v for k, v in flags.items() if v is not None}
-    cfg = load_config(config_file, overrides, list(sets))
-    result = train_run(cfg, out)
+    saved = out / "config.resolved.json"
+    try:
+        if resume and saved.is_file():
+            if overrides or sets or config_file:
+                raise ConfigError("--resume uses the run's saved config; give no other options")
+            cfg = config_from_dict(json.loads(saved.read_text()))
+        else:
+            cfg = load_config(config_file, overrides, list(sets))
+        result = train_run(cfg, out, overwrite=overwrite, resume=resume)
+    except ValueError as exc:  # ConfigError, PretrainedMismatchError, BadFileError
+        raise click.ClickException(str(exc)) from exc
     for split, block in result.report.items():
         _print_level(f"{split} study", block["study"])
     click.echo(f"run folder: {result.run_dir}  ({result.seconds:.0f} s)")
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML or JSON recipe (e.g. training/recipes/real-pictures.toml).",
+)
+@click.option("--folders", help="Class-per-folder images root.")
+@click.option("--dicom-dir", help="RSNA layout: folder of DICOM slices.")
+@click.option("--labels", help="RSNA layout: ID,Label CSV.")
+@click.option("--folds", type=click.IntRange(2, 50), default=5, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for all folds.")
+@click.option("--overwrite", is_flag=True, help="Empty an existing --out first.")
+@click.option("--set", "sets", multiple=True, help="Any config key: --set image.epochs=10")
+def crossval(
+    config_file: Path | None,
+    folders: str | None,
+    dicom_dir: str | None,
+    labels: str | None,
+    folds: int,
+    out: Path,
+    overwrite: bool,
+    sets: tuple[str, ...],
+) -> None:
+    """k-fold cross-validation: AUC per fold, pooled AUC with a bootstrap 95 % interval."""
+    from training.config import load_config
+    from training.crossval import cross_validate
+
+    overrides = {"data.folders": folders, "data.dicom_dir": dicom_dir, "data.labels": labels}
+    try:
+        cfg = load_config(config_file, overrides, list(sets))
+        summary = cross_validate(cfg, out, folds, overwrite=overwrite)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    echo_crossval(summary)
+
+
+def echo_crossval(summary: dict[str, Any]) -> None:
+    """Print per-fold AUCs, their mean and range, and the pooled AUC with its interval."""
+    click.echo(summary["title"])
+    for fold in summary["folds"]:
+        aucs = "  ".join(
+            f"{k}={'n/a' if v is None else f'{v:.3f}'}" for k, v in fold["auc"].items()
+        )
+        click.echo(f"  fold {fold['fold']} (n={fold['n']}): AUC {aucs}")
+    study = summary["study"]
+    for name, auc in study["auc"].items():
+        if auc is None:
+            continue
+        low, high = study["auc_ci95"][name]
+        mean = summary["fold_auc_mean"][name]
+        f_low, f_high = summary["fold_auc_range"][name]
+        click.echo(
+            f"  {name}: pooled AUC {auc:.3f} (95% CI {low:.3f}-{high:.3f}, n={study['n']}); "
+            f"fold mean {mean:.3f}, range {f_low:.3f}-{f_high:.3f}; "
+            f"ECE {study['ece'][name]:.3f}; weighted log loss {study['weighted_log_loss']:.3f}"
+        )
 
 
 @main.command()
@@ -170,26 +279,78 @@ def _print_level(title: str, block: dict[str, Any]) -> None:
     click.echo(f"{title} AUC: {aucs}")
     loss = block["weighted_log_loss"]
     click.echo(f"{title} weighted log loss: {'n/a' if loss is None else f'{loss:.4f}'}")
+    eces = block.get("ece") or {}
+    if any(v is not None for v in eces.values()):
+        text = "  ".join(f"{k}={v:.3f}" for k, v in eces.items() if v is not None)
+        click.echo(f"{title} expected calibration error: {text}")
+
+
+def _labelled_data(
+    loaded: Any, dicom_dir: Path | None, labels: Path | None, folders: Path | None
+) -> Any:
+    """The held-out set named by --dicom-dir + --labels or by --folders (exactly one)."""
+    from training.datasets import read_folder_dataset, read_rsna_dataset
+
+    if folders is not None and dicom_dir is None and labels is None:
+        return read_folder_dataset(folders)
+    if dicom_dir is not None and labels is not None and folders is None:
+        return read_rsna_dataset(dicom_dir, labels, loaded.class_names, labelled_only=True)
+    raise click.UsageError("give --dicom-dir with --labels, or --folders")
+
+
+def _data_options(func: Any) -> Any:
+    for option in reversed(
+        [
+            click.option(
+                "--dicom-dir",
+                type=click.Path(exists=True, file_okay=False, path_type=Path),
+                help="RSNA layout: DICOM slices (with --labels).",
+            ),
+            click.option(
+                "--labels",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="RSNA layout: ID,Label CSV.",
+            ),
+            click.option(
+                "--folders",
+                type=click.Path(exists=True, file_okay=False, path_type=Path),
+                help="Class-per-folder pictures (e.g. hemorrhage/ + normal/).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
 
 
 @main.command()
 @_bundle_option
-@click.option("--dicom-dir", type=click.Path(exists=True, path_type=Path), required=True)
-@click.option("--labels", type=click.Path(exists=True, path_type=Path), required=True)
+@_data_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="report.json path.")
 @click.option("--plots/--no-plots", default=True, help="Also write PNGs and summary.md.")
 @click.option("--threads", type=int, default=2, show_default=True)
 def evaluate(
-    bundle: Path | None, dicom_dir: Path, labels: Path, out: Path, plots: bool, threads: int
+    bundle: Path | None,
+    dicom_dir: Path | None,
+    labels: Path | None,
+    folders: Path | None,
+    out: Path,
+    plots: bool,
+    threads: int,
 ) -> None:
-    """Evaluate a bundle on an RSNA-format set; print study AUC and weighted log loss."""
-    from training.datasets import read_rsna_dataset
+    """Evaluate a bundle on a held-out set (RSNA layout or class folders); print study AUC,
+    weighted log loss and calibration error."""
     from training.evaluate import evaluate_bundle
     from training.reports import json_safe, write_report
 
     _threads(threads)
     loaded = _load(bundle)
-    dataset = read_rsna_dataset(dicom_dir, labels, loaded.class_names, labelled_only=True)
+    dataset = _labelled_data(loaded, dicom_dir, labels, folders)
+    unknown = [n for n in dataset.class_names if n not in loaded.class_names]
+    if unknown:
+        raise click.ClickException(
+            f"the set's classes {unknown} are not predicted by {loaded.name} "
+            f"({', '.join(loaded.class_names)})"
+        )
     report = evaluate_bundle(loaded, dataset)
     curves = report.pop("_curves")
     report = json_safe(report)
@@ -214,10 +375,17 @@ def predict(
     bundle: Path | None, files: tuple[Path, ...], json_out: Path | None, threads: int
 ) -> None:
     """Probabilities for DICOM files, PNG/JPG pictures or study folders."""
+    from training.bundle import head_ct_fit_problems
     from training.predict import predict_paths
 
     _threads(threads)
     loaded = _load(bundle)
+    for problem in head_ct_fit_problems(loaded):
+        click.echo(
+            f"WARNING: {loaded.name} {loaded.version} does not fit head-CT triage: {problem}; "
+            "the worker would refuse it",
+            err=True,
+        )
     results = predict_paths(loaded, files)
     for item in results:
         if "study_uid" in item:
@@ -246,11 +414,82 @@ def predict(
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG to write.")
 @click.option("--class", "class_name", help="Class to explain (default: most probable).")
 def explain(bundle: Path | None, file: Path, out: Path, class_name: str | None) -> None:
-    """Grad-CAM heat-map over one slice (DICOM or picture), saved as PNG."""
+    """Grad-CAM heat-map over one slice (DICOM or picture), saved as PNG.
+
+    A DICOM slice is scored within its series (the files beside it), exactly as the worker
+    scores it; the probability shown is the worker's.
+    """
     from training.explain import explain_file
 
-    name, prob = explain_file(_load(bundle), file, out, class_name)
-    click.echo(f"{out}: Grad-CAM for {name} (p={prob:.3f})")
+    found = explain_file(_load(bundle), file, out, class_name)
+    click.echo(f"{out}: Grad-CAM for {found.class_name} (p={found.probability:.3f})")
+
+
+@main.command("operating-point")
+@click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New bundle folder.")
+@click.option("--version", "version", required=True, help="Version of the new bundle.")
+@click.option(
+    "--target-sensitivity",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Choose thresholds reaching this study sensitivity on the labelled data given.",
+)
+@click.option(
+    "--threshold",
+    "explicit",
+    multiple=True,
+    help="Explicit study threshold, CLASS=VALUE (repeatable); other classes keep theirs.",
+)
+@_data_options
+@click.option("--overwrite", is_flag=True, help="Replace --out when it exists.")
+def operating_point(
+    bundle_dir: Path,
+    out: Path,
+    version: str,
+    target_sensitivity: float | None,
+    explicit: tuple[str, ...],
+    dicom_dir: Path | None,
+    labels: Path | None,
+    folders: Path | None,
+    overwrite: bool,
+) -> None:
+    """Write a copy of a bundle with a new operating point: new version, new sha256."""
+    from training.bundle import load_bundle
+    from training.operating_point import set_operating_point, thresholds_on_data
+
+    if (target_sensitivity is None) == (not explicit):
+        raise click.UsageError("give --target-sensitivity (with data) or --threshold, not both")
+    how: dict[str, Any]
+    if explicit:
+        thresholds = {}
+        for item in explicit:
+            name, sep, value = item.partition("=")
+            try:
+                thresholds[name.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise click.UsageError(f"--threshold {item!r}: expected CLASS=VALUE")
+        how = {"method": "explicit"}
+    else:
+        assert target_sensitivity is not None
+        loaded = load_bundle(bundle_dir)
+        dataset = _labelled_data(loaded, dicom_dir, labels, folders)
+        thresholds = thresholds_on_data(loaded, dataset, target_sensitivity)
+        how = {
+            "method": "target_sensitivity",
+            "target_sensitivity": target_sensitivity,
+            "data": dataset.source,
+            "studies": len({s.study_uid for s in dataset.series}),
+        }
+    try:
+        digest = set_operating_point(
+            bundle_dir, out, version=version, thresholds=thresholds, how=how, overwrite=overwrite
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in thresholds.items())
+    click.echo(f"bundle {out} version {version} sha256 {digest}\nthresholds: {shown}")
 
 
 @main.command()

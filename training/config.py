@@ -25,6 +25,9 @@ class ImageStageConfig:
 
     arch: str = "resnet18"
     pretrained: str | None = None
+    allow_partial_weights: bool = False
+    min_matched_weights: float = 0.9
+    amp: str = "auto"
     drop_rate: float = 0.3
     loss: str = "bce"
     focal_gamma: float = 2.0
@@ -84,6 +87,7 @@ class DataConfig:
     patient_regex: str | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    max_bad_fraction: float = 0.05
 
 
 @dataclass
@@ -103,6 +107,7 @@ class TrainConfig:
         ]
     )
     target_sensitivity: float = 0.95
+    calibrate: bool = True
     skip_patient_stage: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     image: ImageStageConfig = field(default_factory=ImageStageConfig)

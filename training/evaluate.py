@@ -22,7 +22,12 @@ from training.aggregate import studies_from_series
 from training.bundle import Bundle
 from training.datasets.records import LabelledDataset, label_matrix
 from training.metrics import level_report
-from training.preprocessing import hu_volume, volume_to_tensor
+from training.preprocessing import (
+    PICTURE_SUFFIXES,
+    hu_volume,
+    image_file_to_tensor,
+    volume_to_tensor,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +47,13 @@ def score_dataset(
     names = bundle.class_names
     series_probs, slice_probs = [], []
     for series in tqdm(dataset.series, desc="scoring series", unit="series", leave=False):
-        datasets = [pydicom.dcmread(rec.path) for rec in series.slices]
-        size = None if bundle.preprocess.crop_to_head else bundle.preprocess.size
-        x = volume_to_tensor(hu_volume(datasets, size), bundle.preprocess)
+        first = series.slices[0].path
+        if len(series.slices) == 1 and first.suffix.lower() in PICTURE_SUFFIXES:
+            x = image_file_to_tensor(first, bundle.preprocess)
+        else:
+            datasets = [pydicom.dcmread(rec.path) for rec in series.slices]
+            size = None if bundle.preprocess.crop_to_head else bundle.preprocess.size
+            x = volume_to_tensor(hu_volume(datasets, size), bundle.preprocess)
         pred = bundle.predict_volume(x, batch_size=batch_size)
         series_probs.append([pred.study_probabilities[n] for n in names])
         slice_probs.append(np.array([[row[n] for n in names] for row in pred.slice_probabilities]))
@@ -54,7 +63,8 @@ def score_dataset(
 def evaluate_bundle(bundle: Bundle, dataset: LabelledDataset) -> dict[str, Any]:
     """Report ``{"study": {...}, "slice": {...}}`` with per-class AUC and weighted log loss.
 
-    Classes of the bundle that the dataset does not label are reported as None.
+    Classes of the bundle that the dataset does not label are reported as None. Pictures
+    (a class-per-folder set) are scored one by one; their study level is the picture itself.
     """
     names = bundle.class_names
     aligned = LabelledDataset(dataset.series, names, dataset.kind, dataset.source)

@@ -97,4 +97,11 @@ def export_run(
             "target_sensitivity": thresholds.get("target_sensitivity"),
         },
         extra_files=extra,
+        calibration=_optional_json(run_dir / "calibration.json"),
+        provenance=_optional_json(run_dir / "environment.json"),
     )
+
+
+def _optional_json(path: Path) -> dict[str, Any]:
+    """A run file that older run folders may lack: ``{}`` then."""
+    return dict(json.loads(path.read_text())) if path.exists() else {}

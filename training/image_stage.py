@@ -12,6 +12,7 @@ import copy
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from training.sampling import make_sampler
 from training.slice_cache import to_model_input
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint_image.pt"
 
 
 def seed_everything(seed: int) -> None:
@@ -92,7 +95,8 @@ class ImageStageTrainer:
         self.device = device
         self.seed = seed
         self.out_dir = out_dir
-        self.amp = device.type == "cuda"
+        self.amp = amp_enabled(cfg.amp, device)
+        self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
 
     def model_params(self) -> dict[str, Any]:
         """Constructor arguments stored in the bundle (weights are loaded, not downloaded)."""
@@ -104,6 +108,8 @@ class ImageStageTrainer:
             self.cfg.arch,
             len(self.class_names),
             pretrained_file=self.cfg.pretrained,
+            min_matched_weights=self.cfg.min_matched_weights,
+            allow_partial_weights=self.cfg.allow_partial_weights,
             **self.model_params(),
         )
 
@@ -135,6 +141,9 @@ class ImageStageTrainer:
         val_x: np.ndarray,
         val_y: np.ndarray,
         model: ImageModel | None = None,
+        *,
+        resume: bool = False,
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
     ) -> ImageStageResult:
         """Train and return the checkpoint with the lowest validation loss.
 
@@ -146,6 +155,11 @@ class ImageStageTrainer:
             ``(N, classes)`` labels with NaN for unknown.
         model
             Start from this model instead of a fresh one (tests, fine-tuning).
+        resume
+            Continue from ``out_dir/checkpoint_image.pt`` (written after every epoch) when it
+            exists: model, optimiser, schedule, best state and early-stopping count.
+        on_epoch
+            Called with each epoch's metrics row as the epoch ends (the run's metrics CSV).
         """
         cfg = self.cfg
         # channels_last: about 1.4x faster convolutions on CPU (oneDNN) and on GPU with AMP.
@@ -168,12 +182,26 @@ class ImageStageTrainer:
             )
         else:
             raise ValueError(f"scheduler: 'plateau' or 'cosine' (got {cfg.scheduler!r})")
-        scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
         generator = torch.Generator().manual_seed(self.seed)
         sampler = make_sampler(train_y, cfg.sampling, self.seed)
-        best_state, best_loss, best_epoch, stale = None, math.inf, -1, 0
+        best_state: dict[str, Any] | None = None
+        best_loss, best_epoch, stale, first = math.inf, -1, 0, 0
         history: list[dict[str, float]] = []
-        for epoch in range(cfg.epochs):
+        checkpoint = self.out_dir / CHECKPOINT_FILE if self.out_dir is not None else None
+        if resume and checkpoint is not None and checkpoint.exists():
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            generator.set_state(saved["generator"])
+            best_state, best_loss = saved["best_state"], saved["best_loss"]
+            best_epoch, stale, history = saved["best_epoch"], saved["stale"], saved["history"]
+            first = saved["epoch"]
+            logger.info("resuming the image stage after epoch %d from %s", first, checkpoint)
+        for epoch in range(first, cfg.epochs):
+            if stale >= cfg.early_stopping and epoch >= cfg.freeze_epochs:
+                break
             frozen = epoch < cfg.freeze_epochs
             self._set_frozen(model, trainable, frozen)
             model.train()
@@ -200,7 +228,7 @@ class ImageStageTrainer:
                     self.device, memory_format=torch.channels_last
                 )
                 y = torch.from_numpy(train_y[idx]).to(self.device)
-                with torch.autocast(self.device.type, enabled=self.amp):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                     _, logits = model(x)
                     loss = criterion(logits, y)
                 optimizer.zero_grad(set_to_none=True)
@@ -210,7 +238,9 @@ class ImageStageTrainer:
                 running += loss.item() * len(idx)
                 seen += len(idx)
                 bar.set_postfix(loss=f"{running / seen:.4f}", refresh=False)
-            _, val_logits = predict_slices(model, val_x, self.spec, cfg.batch_size * 2, self.device)
+            _, val_logits = predict_slices(
+                model, val_x, self.spec, cfg.batch_size * 2, self.device, desc="validation"
+            )
             val_loss = float(eval_criterion(torch.from_numpy(val_logits), torch.from_numpy(val_y)))
             val_auc = mean_auc(val_y, 1 / (1 + np.exp(-val_logits)))
             row = {
@@ -222,6 +252,8 @@ class ImageStageTrainer:
                 "frozen": float(frozen),
             }
             history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
             logger.info(
                 "image epoch %d: train %.4f val %.4f auc %.4f",
                 epoch + 1,
@@ -238,9 +270,25 @@ class ImageStageTrainer:
                 best_state = copy.deepcopy(model.state_dict())
             elif not frozen:
                 stale += 1
-                if stale >= cfg.early_stopping:
-                    logger.info("early stopping after epoch %d", epoch + 1)
-                    break
+            if checkpoint is not None:
+                self._checkpoint(
+                    checkpoint,
+                    {
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "generator": generator.get_state(),
+                        "best_state": best_state,
+                        "best_loss": best_loss,
+                        "best_epoch": best_epoch,
+                        "stale": stale,
+                        "history": history,
+                    },
+                )
+            if not frozen and stale >= cfg.early_stopping:
+                logger.info("early stopping after epoch %d", epoch + 1)
+                break
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
@@ -250,6 +298,20 @@ class ImageStageTrainer:
             save_file(state, str(self.out_dir / "image_stage.safetensors"))
         return ImageStageResult(model, best_epoch, best_loss, history)
 
+    @staticmethod
+    def _checkpoint(path: Path, state: dict[str, Any]) -> None:
+        """Write the resume checkpoint atomically (an interruption mid-write keeps the last)."""
+        temporary = path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        temporary.replace(path)
+
+
+def amp_enabled(setting: str, device: torch.device) -> bool:
+    """Mixed precision: ``auto`` on CUDA only (fp16); ``on`` also on CPU (bfloat16)."""
+    if setting == "off":
+        return False
+    return setting == "on" or device.type == "cuda"
+
 
 def predict_slices(
     model: ImageModel,
@@ -257,13 +319,18 @@ def predict_slices(
     spec: PreprocessSpec,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    desc: str = "embedding slices",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings ``(N, D)`` and logits ``(N, C)`` for pre-window slices, in eval mode."""
+    """Embeddings ``(N, D)`` and logits ``(N, C)`` for pre-window slices, in eval mode.
+
+    ``desc`` labels the progress bar (the embedding pass over a large set takes minutes).
+    """
     model.eval()
     model.to(memory_format=torch.channels_last)
     embeddings, logits = [], []
+    starts = range(0, len(slices), batch_size)
     with torch.inference_mode():
-        for start in range(0, len(slices), batch_size):
+        for start in tqdm(starts, desc=desc, unit="batch", leave=False, mininterval=5.0):
             batch = torch.from_numpy(np.asarray(slices[start : start + batch_size])).float()
             x = to_model_input(batch, spec).to(device, memory_format=torch.channels_last)
             emb, log = model(x)

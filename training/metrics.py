@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
+from training.calibration import expected_calibration_error
 from training.classes import RSNA_LOG_LOSS_WEIGHTS
 
 EPS = 1e-7
@@ -123,11 +124,17 @@ def level_report(
     class_names: Sequence[str],
     thresholds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The report block for one level (study or slice): AUC map, weighted log loss, details."""
+    """The report block for one level (study or slice): AUC map, weighted log loss, expected
+    calibration error per class, details."""
     per_class = per_class_metrics(y_true, y_prob, class_names, thresholds)
+    ece = {
+        name: expected_calibration_error(y_true[:, j], y_prob[:, j])
+        for j, name in enumerate(class_names)
+    }
     return {
         "n": int(y_true.shape[0]),
         "auc": {name: per_class[name]["auc"] for name in class_names},
         "weighted_log_loss": weighted_log_loss(y_true, y_prob, class_names),
+        "ece": ece,
         "per_class": per_class,
     }

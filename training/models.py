@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -70,10 +71,20 @@ class ImageModel(nn.Module):
         drop_rate: float = 0.2,
         img_size: int | None = None,
         pretrained_file: str | Path | None = None,
+        min_matched_weights: float = 0.9,
+        allow_partial_weights: bool = False,
     ) -> None:
         super().__init__()
         self.arch = arch
-        self.backbone: nn.Module = _create_backbone(arch, img_size, pretrained_file)
+        self.backbone: nn.Module = _create_backbone(arch, img_size)
+        self.pretrained_match: WeightMatch | None = None
+        if pretrained_file is not None:
+            self.pretrained_match = load_pretrained(
+                self.backbone,
+                pretrained_file,
+                min_fraction=min_matched_weights,
+                allow_partial=allow_partial_weights,
+            )
         self.num_features = int(self.timm_backbone.num_features)
         self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.num_features, num_classes)
@@ -115,21 +126,112 @@ def _group_order(key: Any) -> float:
     return float(key) if isinstance(key, int | float) else math.inf
 
 
-def _create_backbone(
-    arch: str, img_size: int | None, pretrained_file: str | Path | None
-) -> nn.Module:
+def _create_backbone(arch: str, img_size: int | None) -> nn.Module:
     kwargs: dict[str, Any] = {"num_classes": 0}
-    if pretrained_file is not None:
-        path = Path(pretrained_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--pretrained: no such file {path}")
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
     if img_size is not None and _accepts_img_size(arch):
         kwargs["img_size"] = img_size
-    model = timm.create_model(arch, **kwargs)
-    if pretrained_file is not None:
-        logger.info("loaded ImageNet weights for %s from %s", arch, pretrained_file)
-    return model
+    return timm.create_model(arch, **kwargs)
+
+
+class PretrainedMismatchError(ValueError):
+    """A pretrained weights file does not fit the architecture (too few keys match)."""
+
+
+@dataclass(frozen=True)
+class WeightMatch:
+    """How a pretrained file matched a backbone: tensors loaded out of those it has."""
+
+    matched: int
+    expected: int
+    shape_mismatch: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: int
+
+    @property
+    def fraction(self) -> float:
+        return self.matched / self.expected if self.expected else 0.0
+
+
+_PREFIXES = ("module.", "model.", "backbone.", "image.backbone.", "state_dict.")
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise PretrainedMismatchError(f"{path}: not a state dict of tensors")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_pretrained(
+    backbone: nn.Module,
+    path: str | Path,
+    *,
+    min_fraction: float = 0.9,
+    allow_partial: bool = False,
+) -> WeightMatch:
+    """Load the tensors of ``path`` whose names and shapes fit ``backbone``; count them.
+
+    Why not timm's loader: a file of another architecture went through it with every key
+    missing and the log still said the weights loaded. Here names are matched after removing
+    common wrapper prefixes (``module.``, ``model.``...), a tensor of the wrong shape is not
+    loaded, and the run stops when fewer than ``min_fraction`` of the backbone's tensors were
+    found, unless ``allow_partial``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not a file.
+    PretrainedMismatchError
+        If the match is below ``min_fraction`` and ``allow_partial`` is false.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--pretrained: no such file {path}")
+    source = _read_weights(path)
+    own = backbone.state_dict()
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in source.items():
+        name = key
+        for prefix in _PREFIXES:
+            if name.startswith(prefix) and name not in own:
+                name = name[len(prefix) :]
+        renamed[name] = value
+    loadable = {k: v for k, v in renamed.items() if k in own and v.shape == own[k].shape}
+    wrong_shape = tuple(sorted(k for k in renamed if k in own and k not in loadable))
+    missing = tuple(sorted(k for k in own if k not in loadable))
+    match = WeightMatch(
+        matched=len(loadable),
+        expected=len(own),
+        shape_mismatch=wrong_shape,
+        missing=missing,
+        unexpected=len([k for k in renamed if k not in own]),
+    )
+    summary = (
+        f"{path}: {match.matched} of {match.expected} backbone tensors matched "
+        f"({match.fraction:.0%}); {len(wrong_shape)} of the wrong shape, "
+        f"{match.unexpected} in the file unused"
+    )
+    if match.fraction < min_fraction:
+        if not allow_partial:
+            examples = ", ".join(missing[:5])
+            raise PretrainedMismatchError(
+                f"{summary}; below the {min_fraction:.0%} required (missing e.g. {examples}). "
+                "Is it the weights of another architecture? Pass --allow-partial-weights to "
+                "use it anyway."
+            )
+        logger.warning("%s; partial weights allowed, the rest stays randomly initialised", summary)
+    else:
+        logger.info("loaded pretrained weights: %s", summary)
+    backbone.load_state_dict(loadable, strict=False)
+    return match
 
 
 def _accepts_img_size(arch: str) -> bool:

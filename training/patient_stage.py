@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,8 +110,14 @@ class PatientStageTrainer:
         self.out_dir = out_dir
 
     def fit(
-        self, train: list[SeriesInput], val: list[SeriesInput], embed_dim: int
+        self,
+        train: list[SeriesInput],
+        val: list[SeriesInput],
+        embed_dim: int,
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
     ) -> PatientStageResult:
+        """Train and keep the epoch with the lowest validation loss; ``on_epoch`` gets each
+        epoch's metrics row as it ends (the run's metrics CSV)."""
         cfg = self.cfg
         seed_everything(self.seed)
         model = build_sequence_model(
@@ -152,6 +159,8 @@ class PatientStageTrainer:
             history.append(
                 {"epoch": epoch + 1, "train_loss": running / max(batches, 1), "val_loss": val_loss}
             )
+            if on_epoch is not None:
+                on_epoch(history[-1])
             bar.set_postfix(train=f"{running / max(batches, 1):.4f}", val=f"{val_loss:.4f}")
             if val_loss < best_loss - 1e-5:
                 best_loss, best_epoch, stale = val_loss, epoch + 1, 0

@@ -32,6 +32,13 @@ from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_ui
 
 from training.classes import CLASS_NAMES, HEMORRHAGE_SUBTYPES, LESION_NAMES
 from training.phantom_anatomy import PhantomHead
+from training.phantom_variation import (
+    Variation,
+    gaussian_blur,
+    sample_variation,
+    streak_pattern,
+    textured_noise,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +139,7 @@ def write_phantom_study(
     body_part: str = "HEAD",
     series_description: str = "HEAD ROUTINE",
     images_in_acquisition: bool = True,
+    variation: Variation | None = None,
 ) -> PhantomStudy:
     """Write one synthetic axial head-CT series, one DICOM file per slice.
 
@@ -157,6 +165,9 @@ def write_phantom_study(
         Written as Modality, BodyPartExamined and SeriesDescription (tests of routing rules).
     images_in_acquisition
         Write ImagesInAcquisition = ``slices`` (a completeness hint some scanners send).
+    variation
+        Nuisance variation of this study (``training.phantom_variation``); None or the
+        ``none`` family writes exactly the original phantom for the seed.
 
     Returns
     -------
@@ -174,16 +185,22 @@ def write_phantom_study(
         raise ValueError("lesions: 'any' is derived from the hemorrhage subtypes; name a subtype")
     rng = np.random.default_rng(seed)
     head = PhantomHead(rng, tuple(lesions))
+    varied = variation is not None and not variation.is_identity
+    if varied:
+        assert variation is not None
+        head.vary(variation)
+        artefact_rng = np.random.default_rng([seed, 0x5EED])
     study_uid = study_uid or _uid("study", seed)
     series_uid = series_uid or _uid("series", study_uid, seed)
     patient_id = patient_id or f"PHANTOM{seed:06d}"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    spacing = FIELD_OF_VIEW_MM / size
+    field_of_view = variation.fov_mm if varied and variation is not None else FIELD_OF_VIEW_MM
+    spacing = field_of_view / size
     offsets = (np.arange(size, dtype=np.float32) - (size - 1) / 2.0) * spacing
     x, y = offsets[None, :], offsets[:, None]
-    fov = (x**2 + y**2) > (FIELD_OF_VIEW_MM / 2.0) ** 2
+    fov = (x**2 + y**2) > (field_of_view / 2.0) ** 2
     z0 = rng.uniform(0.0, 15.0) - (slices - 1) * slice_thickness / 2.0
     base = _base_dataset(study_uid, series_uid, patient_id, seed, size, spacing)
     base.Modality = modality
@@ -199,6 +216,8 @@ def write_phantom_study(
     for index in range(slices):
         z = float(z0 + index * slice_thickness)
         hu, found = head.render(x, y, z)
+        if varied and variation is not None:
+            hu = _artefacts(hu, x, y, head, variation, artefact_rng, spacing)
         stored = np.clip(np.rint(hu + 1024.0), -1024, 4000).astype("<i2")
         stored[fov] = PADDING_VALUE
         sop_uid = _uid("sop", series_uid, index)
@@ -223,6 +242,25 @@ def write_phantom_study(
     return PhantomStudy(study_uid, series_uid, patient_id, files, tuple(lesions), slice_labels)
 
 
+def _artefacts(
+    hu: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    head: PhantomHead,
+    variation: Variation,
+    rng: np.random.Generator,
+    spacing: float,
+) -> np.ndarray:
+    """Partial volume (in-plane blur), streaks inside the head, then textured noise."""
+    hu = gaussian_blur(hu, variation.partial_volume_px)
+    if variation.streaks:
+        inside = hu > -500.0
+        centre = (float(head.centre[0]), float(head.centre[1]))
+        streaks = streak_pattern(x, y, variation, centre)
+        hu = np.where(inside, hu + streaks, hu)
+    return hu + textured_noise(hu.shape, variation, rng)
+
+
 def sample_lesions(rng: np.random.Generator, probability: float = 0.25) -> tuple[str, ...]:
     """Draw a lesion combination: each class independently present with ``probability``."""
     return tuple(name for name in LESION_NAMES if rng.random() < probability)
@@ -238,6 +276,7 @@ def write_phantom_dataset(
     lesion_probability: float = 0.25,
     follow_up_probability: float = 0.2,
     csv_name: str = "labels.csv",
+    variation: str = "none",
 ) -> Path:
     """Write ``studies`` phantom studies and their RSNA-format labels CSV.
 
@@ -260,6 +299,9 @@ def write_phantom_dataset(
         Chance that a study belongs to the previous study's patient.
     csv_name
         File name of the labels CSV inside ``out_dir``.
+    variation
+        Family of nuisance variation (``training.phantom_variation.FAMILIES``) drawn per
+        study; ``none`` (the default) writes the original phantoms.
 
     Returns
     -------
@@ -268,6 +310,7 @@ def write_phantom_dataset(
     """
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
+    variation_rng = np.random.default_rng([seed, 0xFA111])
     csv_path = out_dir / csv_name
     out_dir.mkdir(parents=True, exist_ok=True)
     patient = 0
@@ -286,6 +329,7 @@ def write_phantom_dataset(
                 seed=int(rng.integers(0, 2**31 - 1)),
                 patient_id=f"PHANTOM-{seed}-{patient:05d}",
                 slice_thickness=thickness,
+                variation=sample_variation(variation, variation_rng),
             )
             for sop_uid, labels in study.slice_labels.items():
                 for name in CLASS_NAMES:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from training.classes import LESION_NAMES
+from training.phantom_variation import Variation
 
 MIN_LESION_AREA_MM2 = 60.0
 """A lesion counts as present in a slice when its cross-section covers at least this area."""
@@ -82,6 +83,11 @@ class PhantomHead:
     rng: np.random.Generator
     lesions: tuple[str, ...] = ()
     params: dict[str, dict[str, float]] = field(init=False, default_factory=dict)
+    shape: tuple[float, float, float, float] = field(init=False, default=(0.0, 0.0, 0.0, 0.0))
+    cupping: float = field(init=False, default=0.0)
+    distractors: tuple[tuple[float, float, float, float, float], ...] = field(
+        init=False, default=()
+    )
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.lesions if name not in LESION_NAMES]
@@ -113,6 +119,29 @@ class PhantomHead:
             # Put them on opposite sides: one merged extra-axial collection has no subtype.
             opposite = self.params["subdural"]["phi"] + math.pi + rng.uniform(-0.5, 0.5)
             self.params["epidural"]["phi"] = (opposite + math.pi) % (2 * math.pi) - math.pi
+
+    def vary(self, variation: Variation) -> None:
+        """Apply one study's nuisance variation (``training.phantom_variation``) to this head.
+
+        Skull outline harmonics, extra gantry tilt, ventricle size, lesion contrast against
+        white matter, beam-hardening cupping and bright distractors; the noise is left to the
+        caller (its texture is added after partial volume and streaks), so it is set to 0.
+        """
+        self.shape = variation.shape
+        self.rot = _rotation(0.0, variation.tilt_rad, 0.0) @ self.rot
+        self.vent_axes = self.vent_axes * variation.ventricles
+        self.cupping = variation.cupping_hu
+        self.distractors = variation.distractors
+        self.noise = 0.0
+        for name, p in self.params.items():
+            if "hu" in p:  # blood: contrast against white matter, kept within 45-100 HU
+                p["hu"] = float(
+                    np.clip(
+                        self.white + (p["hu"] - self.white) * variation.lesion_contrast, 45, 100
+                    )
+                )
+            if name == "ischemic":
+                p["drop"] = float(np.clip(p["drop"] * variation.lesion_contrast, 8.0, 22.0))
 
     # -- lesion parameters -------------------------------------------------------------------
     def _sample_epidural(self) -> dict[str, float]:
@@ -199,15 +228,19 @@ class PhantomHead:
     def _frame(self, x: np.ndarray, y: np.ndarray, z: float) -> _Frame:
         """Head-frame coordinates and the anatomy masks every structure needs."""
         u, v, w = self._coords(x, y, z)
+        su, sv = self._outline(u, v)
 
         def r2(axes: np.ndarray, cu: float = 0.0, cv: float = 0.0, cw: float = 0.0) -> np.ndarray:
             return ((u - cu) / axes[0]) ** 2 + ((v - cv) / axes[1]) ** 2 + ((w - cw) / axes[2]) ** 2
 
-        ri2 = r2(self.inner)
+        def shell(axes: np.ndarray) -> np.ndarray:  # skull and brain follow the outline
+            return (su / axes[0]) ** 2 + (sv / axes[1]) ** 2 + (w / axes[2]) ** 2
+
+        ri2 = shell(self.inner)
         rho = np.sqrt(ri2)
         brain = ri2 <= 1.0
         depth = (1.0 - rho) * float(np.mean(self.inner[:2]))
-        phi = np.arctan2(v / self.inner[1], u / self.inner[0])
+        phi = np.arctan2(sv / self.inner[1], su / self.inner[0])
         radius = np.sqrt(u * u + v * v)
         vc, va = self.vent_centre, self.vent_axes
         ventricles = (r2(va, vc[0], vc[1], vc[2]) <= 1.0) | (r2(va, -vc[0], vc[1], vc[2]) <= 1.0)
@@ -220,8 +253,8 @@ class PhantomHead:
             u,
             v,
             w,
-            r2(self.outer) <= 1.0,
-            r2(self.skull_axes) <= 1.0,
+            shell(self.outer) <= 1.0,
+            shell(self.skull_axes) <= 1.0,
             brain,
             depth,
             rho,
@@ -230,6 +263,15 @@ class PhantomHead:
             ventricles & brain,
             sulci,
         )
+
+    def _outline(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Head-frame ``u, v`` scaled by the skull outline's radial harmonics (if any)."""
+        a2, p2, a3, p3 = self.shape
+        if a2 == 0.0 and a3 == 0.0:
+            return u, v
+        angle = np.arctan2(v, u)
+        k = 1.0 + a2 * np.cos(2.0 * angle + p2) + a3 * np.cos(3.0 * angle + p3)
+        return u / k, v / k
 
     def render(self, x: np.ndarray, y: np.ndarray, z: float) -> tuple[np.ndarray, dict[str, int]]:
         """Render one axial slice in HU and say which lesions it shows.
@@ -263,6 +305,7 @@ class PhantomHead:
         step = 8
         u, v, w = self._coords(x[:, ::step], y[::step, :], z)
         margin = 1.0 + 2.0 * step * float(abs(x[0, 1] - x[0, 0])) / float(np.min(self.outer))
+        margin *= 1.0 + abs(self.shape[0]) + abs(self.shape[2])
         inside = (
             (u / self.outer[0]) ** 2 + (v / self.outer[1]) ** 2 + (w / self.outer[2]) ** 2
         ) <= margin**2
@@ -292,6 +335,15 @@ class PhantomHead:
         cistern = f.brain & (np.abs(f.radius - 13.0) < 2.5) & (np.abs(f.w + 22.0) < 8.0)
         hu[cistern] = 7.0
         hu[f.ventricles] = 5.0
+        if self.cupping:  # beam hardening: the centre of the brain reads darker
+            hu[f.brain] -= np.float32(self.cupping) * (1.0 - f.rho[f.brain] ** 2)
+        for du, dv, dw, radius, value in self.distractors:  # calcifications, never labelled
+            d2 = (
+                (f.u - du * self.inner[0]) ** 2
+                + (f.v - dv * self.inner[1]) ** 2
+                + (f.w - dw * self.inner[2]) ** 2
+            )
+            hu[f.brain & (d2 <= radius * radius)] = value
         pixel_area = float(self.pixel_area)
         labels: dict[str, int] = {}
         for name in (

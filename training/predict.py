@@ -17,11 +17,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from training.bundle import Bundle
-from training.preprocessing import image_file_to_tensor, preprocess_datasets
+from training.preprocessing import PICTURE_SUFFIXES, image_file_to_tensor, preprocess_datasets
 
 logger = logging.getLogger(__name__)
-
-PICTURE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def _expand(paths: Iterable[Path]) -> list[Path]:

@@ -285,6 +285,10 @@ def preprocess_datasets(
     return volume_to_tensor(hu_volume(ordered, size), spec), order
 
 
+PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+"""File endings read as pictures (PIL) rather than DICOM, everywhere in the project."""
+
+
 def image_file_to_tensor(path: Path, spec: PreprocessSpec) -> torch.Tensor:
     """Read a PNG/JPG as ``(1, 3, size, size)`` model input.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,25 @@ import numpy as np
 import torch
 
 from training.aggregate import studies_from_series
+from training.calibration import apply_temperatures, fit_temperatures
 from training.config import TrainConfig, save_config
 from training.datasets import LabelledDataset, read_folder_dataset, read_rsna_dataset
 from training.datasets.records import label_matrix, pooled_labels
-from training.image_stage import ImageStageTrainer, predict_slices, resolve_device, seed_everything
+from training.image_stage import (
+    CHECKPOINT_FILE,
+    ImageStageTrainer,
+    predict_slices,
+    resolve_device,
+    seed_everything,
+)
 from training.metrics import level_report
 from training.models import build_sequence_model
 from training.patient_stage import PatientStageTrainer, SeriesInput, predict_sequences
+from training.preflight import check_config, prepare_run_dir
 from training.preprocessing import PreprocessSpec, Window
 from training.reports import json_safe, write_report
-from training.slice_cache import build_cache
+from training.run_log import MetricsLog, log_to_file, write_environment
+from training.slice_cache import BadFile, BadFileError, build_cache
 from training.split import split_by_patient
 from training.thresholds import thresholds_for_sensitivity
 
@@ -46,6 +55,8 @@ class RunResult:
     thresholds: dict[str, float]
     report: dict[str, Any]
     seconds: float
+    held_out: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """Study-level ``(labels, calibrated probabilities)`` per evaluated split."""
 
 
 def load_dataset(cfg: TrainConfig) -> LabelledDataset:
@@ -115,30 +126,103 @@ def evaluate_split(
     return report, {"study": (labels, probs), "slice": (slice_y, slice_p)}
 
 
-def train_run(cfg: TrainConfig, run_dir: Path) -> RunResult:
-    """Train both stages on the configured data and write the run folder."""
+def train_run(
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    split: dict[str, list[str]] | None = None,
+) -> RunResult:
+    """Train both stages on the configured data and write the run folder.
+
+    Every option is checked before anything is decoded, and the run folder must be new (or
+    emptied with ``overwrite``, or continued with ``resume`` from its last image-stage epoch).
+    ``split`` (series UIDs per ``train``/``val``/``test``) replaces the patient-wise split made
+    from the config's fractions (cross-validation folds).
+
+    Raises
+    ------
+    ConfigError
+        On invalid options or a run folder that is not new.
+    PretrainedMismatchError
+        If the pretrained file fits too few of the backbone's tensors.
+    BadFileError
+        If more than ``data.max_bad_fraction`` of the slices cannot be decoded.
+    """
+    check_config(cfg)
+    prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    with log_to_file(run_dir):
+        return _train(cfg, run_dir, resume, split)
+
+
+def _decoded(
+    dataset: LabelledDataset, cfg: TrainConfig, spec: PreprocessSpec, run_dir: Path
+) -> tuple[LabelledDataset, np.ndarray]:
+    """Decode every slice once; drop series with undecodable files, refusing too many."""
+    bad: list[BadFile] = []
+    cache = build_cache(dataset.slices, spec, run_dir / "cache", failures=bad)
+    total = len(dataset.slices)
+    problems = {
+        "bad_files": [{"file": str(b.path), "reason": b.reason} for b in bad],
+        "missing_files": list(dataset.missing_files),
+    }
+    (run_dir / "data_problems.json").write_text(json.dumps(problems, indent=2) + "\n")
+    if dataset.missing_files:
+        logger.warning(
+            "%d labelled images have no file (listed in data_problems.json)",
+            len(dataset.missing_files),
+        )
+    if not bad:
+        return dataset, cache
+    if len(bad) > cfg.data.max_bad_fraction * total:
+        raise BadFileError(bad, total)
+    broken = {b.path for b in bad}
+    keep = [s.series_uid for s in dataset.series if not broken & {r.path for r in s.slices}]
+    logger.warning(
+        "skipped %d undecodable files of %d (%d series dropped); listed in data_problems.json",
+        len(bad),
+        total,
+        len(dataset.series) - len(keep),
+    )
+    return dataset.subset(keep), cache
+
+
+def _train(
+    cfg: TrainConfig, run_dir: Path, resume: bool, given: dict[str, list[str]] | None
+) -> RunResult:
     started = time.monotonic()
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.resolved.json")
-    logger.info("training on %s (%d CPU threads); run folder %s", device, cfg.threads, run_dir)
+    env = write_environment(run_dir)
+    logger.info(
+        "training on %s (%d CPU threads); run folder %s; torch %s timm %s commit %s",
+        device,
+        cfg.threads,
+        run_dir,
+        env["torch"],
+        env["timm"],
+        env["git"]["commit"],
+    )
 
     dataset = load_dataset(cfg)
     names = dataset.class_names
     spec = make_spec(cfg, dataset.kind)
-    split = split_by_patient(dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    trainer = ImageStageTrainer(cfg.image, spec, names, device, cfg.seed, run_dir)
+    model = trainer.build_model()  # before decoding: a wrong pretrained file fails here
+    all_slices = dataset.slices
+    index = {rec.path: i for i, rec in enumerate(all_slices)}
+    dataset, cache = _decoded(dataset, cfg, spec, run_dir)
+    if given is None:
+        split = split_by_patient(dataset, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    else:
+        kept = {s.series_uid for s in dataset.series}
+        split = {name: [uid for uid in uids if uid in kept] for name, uids in given.items()}
     (run_dir / "split.json").write_text(json.dumps(split, indent=1) + "\n")
     parts = {name: dataset.subset(uids) for name, uids in split.items()}
-
-    all_slices = dataset.slices
-    cache = build_cache(all_slices, spec, run_dir / "cache")
-    offsets, cursor = {}, 0
-    for series in dataset.series:
-        offsets[series.series_uid] = cursor
-        cursor += len(series.slices)
-    index = {rec.path: i for i, rec in enumerate(all_slices)}
+    offsets = {series.series_uid: index[series.slices[0].path] for series in dataset.series}
 
     def rows(part: LabelledDataset) -> tuple[np.ndarray, np.ndarray]:
         idx = np.array([index[r.path] for r in part.slices], dtype=np.int64)
@@ -146,10 +230,23 @@ def train_run(cfg: TrainConfig, run_dir: Path) -> RunResult:
 
     train_idx, train_y = rows(parts["train"])
     val_idx, val_y = rows(parts["val"])
-    trainer = ImageStageTrainer(cfg.image, spec, names, device, cfg.seed, run_dir)
-    image = trainer.fit(cache[train_idx], train_y, cache[val_idx], val_y)
+    metrics_log = MetricsLog(run_dir / "metrics_image.csv", _done_epochs(run_dir, resume))
+    image = trainer.fit(
+        cache[train_idx],
+        train_y,
+        cache[val_idx],
+        val_y,
+        model=model,
+        resume=resume,
+        on_epoch=metrics_log.add,
+    )
 
-    embeddings, logits = predict_slices(image.model, cache, spec, 64, device)
+    kept_idx = np.array([index[r.path] for r in dataset.slices], dtype=np.int64)
+    embeddings = np.zeros((len(all_slices), image.model.num_features), np.float32)
+    logits = np.zeros((len(all_slices), len(names)), np.float32)
+    embeddings[kept_idx], logits[kept_idx] = predict_slices(
+        image.model, cache[kept_idx], spec, 64, device
+    )
     inputs = dict(
         zip(
             [s.series_uid for s in dataset.series],
@@ -164,8 +261,9 @@ def train_run(cfg: TrainConfig, run_dir: Path) -> RunResult:
         seq_params: dict[str, Any] = {}
         patient_history: list[dict[str, float]] = []
     else:
+        patient_log = MetricsLog(run_dir / "metrics_patient.csv")
         patient = PatientStageTrainer(cfg.patient, names, device, cfg.seed, run_dir).fit(
-            by_split["train"], by_split["val"], image.model.num_features
+            by_split["train"], by_split["val"], image.model.num_features, on_epoch=patient_log.add
         )
         sequence, seq_params, patient_history = (
             patient.model,
@@ -178,19 +276,37 @@ def train_run(cfg: TrainConfig, run_dir: Path) -> RunResult:
     predictions = {
         name: predict_sequences(sequence, items) for name, items in by_split.items() if items
     }
-    val_study, val_slices = predictions.get("val", predictions["train"])
-    val_part = parts["val"] if "val" in predictions else parts["train"]
+    val_name = "val" if "val" in predictions else "train"
+    val_part = parts[val_name]
     _, val_probs, val_labels = studies_from_series(
-        [s.study_uid for s in val_part.series], val_study, val_part.series_labels()
+        [s.study_uid for s in val_part.series],
+        predictions[val_name][0],
+        val_part.series_labels(),
     )
+    val_slice_y = label_matrix(val_part.slices, names)
+    val_slice_p = np.concatenate(predictions[val_name][1])
+    calibration: dict[str, dict[str, float]] = {"study": {}, "slice": {}}
+    if cfg.calibrate:
+        calibration = {
+            "study": fit_temperatures(val_labels, val_probs, names),
+            "slice": fit_temperatures(val_slice_y, val_slice_p, names),
+        }
+        logger.info("temperatures per class (study level): %s", calibration["study"])
+        predictions = {
+            name: (
+                apply_temperatures(study_p, names, calibration["study"]),
+                [apply_temperatures(p, names, calibration["slice"]) for p in slice_p],
+            )
+            for name, (study_p, slice_p) in predictions.items()
+        }
+        val_probs = apply_temperatures(val_probs, names, calibration["study"])
+        val_slice_p = apply_temperatures(val_slice_p, names, calibration["slice"])
     thresholds = thresholds_for_sensitivity(val_labels, val_probs, names, cfg.target_sensitivity)
     slice_thresholds = thresholds_for_sensitivity(
-        label_matrix(val_part.slices, names),
-        np.concatenate(val_slices),
-        names,
-        cfg.target_sensitivity,
+        val_slice_y, val_slice_p, names, cfg.target_sensitivity
     )
     report: dict[str, Any] = {}
+    held_out: dict[str, Any] = {}
     for name in ("val", "test"):
         if name not in predictions:
             continue
@@ -200,6 +316,7 @@ def train_run(cfg: TrainConfig, run_dir: Path) -> RunResult:
         block["title"] = f"{name} split ({len(parts[name].series)} series)"
         write_report(run_dir / f"report_{name}", block, curves, names)
         report[name] = block
+        held_out[name] = curves["study"]
 
     model_description = {
         "class_names": list(names),
@@ -212,6 +329,7 @@ def train_run(cfg: TrainConfig, run_dir: Path) -> RunResult:
         },
     }
     (run_dir / "model.json").write_text(json.dumps(model_description, indent=2) + "\n")
+    (run_dir / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
     (run_dir / "thresholds.json").write_text(
         json.dumps(
             {
@@ -248,4 +366,12 @@ def train_run(cfg: TrainConfig, run_dir: Path) -> RunResult:
         )
     seconds = time.monotonic() - started
     logger.info("run finished in %.0f s", seconds)
-    return RunResult(run_dir, thresholds, report, seconds)
+    return RunResult(run_dir, thresholds, report, seconds, held_out)
+
+
+def _done_epochs(run_dir: Path, resume: bool) -> int:
+    """Image-stage epochs a resumed run already has (its checkpoint's epoch), else 0."""
+    checkpoint = run_dir / CHECKPOINT_FILE
+    if not resume or not checkpoint.exists():
+        return 0
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"])

@@ -9,9 +9,11 @@ windows are applied per batch. It is saved as ``.npy`` under the run folder and 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +79,23 @@ def build_cache(
     spec: PreprocessSpec,
     cache_dir: Path | None = None,
     workers: int = 2,
+    failures: list[BadFile] | None = None,
 ) -> np.ndarray:
-    """Load ``records`` into an ``(N, C, size, size)`` float16 array, reusing a saved cache."""
+    """Load ``records`` into an ``(N, C, size, size)`` float16 array, reusing a saved cache.
+
+    A file that cannot be decoded (truncated picture, broken DICOM) does not end the run: its
+    rows are left NaN and a :class:`BadFile` naming it and the reason is appended to
+    ``failures`` (for CT the whole series is skipped, as its slices share one head box). When
+    ``failures`` is None the first bad file raises :class:`BadFileError` instead.
+    """
     path = Path(cache_dir) / f"slices-{cache_key(records, spec)}.npy" if cache_dir else None
+    bad_path = path.with_suffix(".bad.json") if path is not None else None
     if path is not None and path.exists():
         logger.info("reusing slice cache %s", path)
+        if failures is not None and bad_path is not None and bad_path.exists():
+            failures.extend(BadFile(Path(p), r) for p, r in json.loads(bad_path.read_text()))
         return np.load(path, mmap_mode=None)
+    found: list[BadFile] = []
     channels = 1 if spec.input_kind == "ct" else 3
     out = np.empty((len(records), channels, spec.size, spec.size), dtype=np.float16)
 
@@ -100,10 +113,14 @@ def build_cache(
             units.append([index])
 
     def work(unit: list[int]) -> int:
-        if spec.input_kind == "ct":
-            out[unit[0] : unit[-1] + 1] = load_series_hu([records[i] for i in unit], spec)
-        else:
-            out[unit[0]] = load_slice(records[unit[0]], spec)
+        try:
+            if spec.input_kind == "ct":
+                out[unit[0] : unit[-1] + 1] = load_series_hu([records[i] for i in unit], spec)
+            else:
+                out[unit[0]] = load_slice(records[unit[0]], spec)
+        except Exception as exc:  # noqa: BLE001 - any decoder error is reported per file
+            out[unit[0] : unit[-1] + 1] = np.nan
+            found.extend(_bad_files([records[i] for i in unit], spec, exc))
         return len(unit)
 
     torch_threads = torch.get_num_threads()
@@ -123,10 +140,58 @@ def build_cache(
                 bar.update(done)
     finally:
         torch.set_num_threads(torch_threads)
-    if path is not None:
+    for bad in found:
+        logger.warning("%s: skipped, cannot be decoded (%s)", bad.path, bad.reason)
+    if found and failures is None:
+        raise BadFileError(found)
+    if failures is not None:
+        failures.extend(found)
+    if path is not None and bad_path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, out)
+        bad_path.write_text(json.dumps([[str(b.path), b.reason] for b in found]))
     return out
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """A file left out of training: where it is and why."""
+
+    path: Path
+    reason: str
+
+
+class BadFileError(ValueError):
+    """Files could not be decoded; the message names each one with its reason."""
+
+    def __init__(self, bad: Sequence[BadFile], total: int | None = None) -> None:
+        self.bad = list(bad)
+        head = f"{len(self.bad)} of {total} files" if total else f"{len(self.bad)} files"
+        lines = [f"  {b.path}: {b.reason}" for b in self.bad[:20]]
+        more = [f"  ... and {len(self.bad) - 20} more"] if len(self.bad) > 20 else []
+        super().__init__(f"{head} cannot be decoded:\n" + "\n".join(lines + more))
+
+
+def _bad_files(
+    records: Sequence[SliceRecord], spec: PreprocessSpec, error: Exception
+) -> list[BadFile]:
+    """Which of a failed unit's files are bad, each with its own reason."""
+    if len(records) == 1:
+        return [BadFile(records[0].path, _reason(error))]
+    bad = []
+    for record in records:
+        try:
+            hu_from_dataset(pydicom.dcmread(record.path))
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            bad.append(BadFile(record.path, _reason(exc)))
+    if not bad:  # each slice decodes alone: the series as a whole failed
+        return [BadFile(records[0].path, f"series {records[0].series_uid}: {_reason(error)}")]
+    return bad
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def to_model_input(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:

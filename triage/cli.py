@@ -90,6 +90,12 @@ def worker(pool: str, reconcile: bool) -> None:
     from db.migrate import upgrade_to_head
 
     settings = _settings()
+    from worker.app import check_bundles_fit
+
+    try:
+        check_bundles_fit()  # before anything starts: a bundle for pictures or other findings
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     upgrade_to_head(settings.database.url.get_secret_value())
     if reconcile:
         _start_reconciler(settings)

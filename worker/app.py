@@ -30,6 +30,27 @@ def preload_bundles() -> None:
         runtime.bundle(runtime.settings.models.shadow_bundle)
 
 
+def check_bundles_fit() -> None:
+    """Refuse to start with a bundle made for pictures or for other findings.
+
+    Run in the parent process before the pool forks (``triage worker``), so the worker stops
+    with one message naming the bundle and what does not fit.
+
+    Raises
+    ------
+    training.bundle.BundleFitError
+        If the deployed or the shadow bundle does not fit head-CT triage.
+    training.bundle.BundleIntegrityError
+        If a bundle's files do not match its manifest.
+    """
+    from training.bundle import check_bundle_dir_fits
+
+    settings = get_settings()
+    for path in (settings.models.bundle, settings.models.shadow_bundle):
+        if path is not None:
+            check_bundle_dir_fits(path)
+
+
 @worker_process_init.connect
 def _preload_in_pool_process(**_: Any) -> None:
     preload_bundles()

@@ -44,13 +44,22 @@ class WorkerRuntime:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def bundle(self, path: Path) -> Bundle:
-        """Load (and verify) a bundle once per process."""
-        from training.bundle import load_bundle
+        """Load (and verify) a bundle once per process.
+
+        Raises
+        ------
+        training.bundle.BundleFitError
+            If the bundle reads pictures rather than CT, or predicts classes that are not
+            head-CT findings: the worker refuses to start with it rather than score studies
+            with a model made for something else.
+        """
+        from training.bundle import check_head_ct_fit, load_bundle
 
         resolved = Path(path).resolve()
         with self._lock:
             if resolved not in self._bundles:
                 bundle = load_bundle(resolved)
+                check_head_ct_fit(bundle)
                 bundle.image_model.to(self.device).eval()
                 bundle.sequence_model.to(self.device).eval()
                 self._bundles[resolved] = bundle

@@ -17,10 +17,11 @@ from pathlib import Path
 import pydicom
 
 from training.datasets.records import LabelledDataset, SeriesRecord, SliceRecord
+from training.preprocessing import PICTURE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
+IMAGE_SUFFIXES = PICTURE_SUFFIXES | {".dcm"}
 _NEGATIVE = re.compile(r"^(non|not|no|normal|negative|healthy|control)([ _-]|$)", re.IGNORECASE)
 _ALIASES = {
     "ischaemic": "ischemic",

@@ -84,6 +84,8 @@ class LabelledDataset:
     class_names: tuple[str, ...]
     kind: str = "ct"
     source: str = ""
+    missing_files: tuple[str, ...] = ()
+    """Label rows (image ids) whose file was not found; reported, never silently dropped."""
 
     @property
     def slices(self) -> list[SliceRecord]:
@@ -97,6 +99,7 @@ class LabelledDataset:
             self.class_names,
             self.kind,
             self.source,
+            self.missing_files,
         )
 
     def series_labels(self) -> np.ndarray:
@@ -120,6 +123,7 @@ class LabelledDataset:
             "slices": len(slice_labels),
             "positive_slices": _count(slice_labels, self.class_names),
             "positive_series": _count(series_labels, self.class_names),
+            "missing_files": len(self.missing_files),
         }
 
 

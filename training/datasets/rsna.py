@@ -125,6 +125,7 @@ def read_rsna_dataset(
     groups: dict[tuple[str, str], list[SliceRecord]] = defaultdict(list)
     patients: dict[tuple[str, str], str] = {}
     unlabelled = 0
+    seen: set[str] = set()
     for path in files:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
@@ -132,7 +133,9 @@ def read_rsna_dataset(
             logger.warning("%s: unreadable DICOM skipped (%s)", path, exc)
             continue
         stem = path.name[:-4] if path.name.lower().endswith(".dcm") else path.name
-        found = labels.get(stem, labels.get(f"ID_{stem}"))
+        key = stem if stem in labels else f"ID_{stem}"
+        found = labels.get(key)
+        seen.add(key)
         if found is None:
             unlabelled += 1
         study = str(ds.get("StudyInstanceUID", stem))
@@ -153,6 +156,15 @@ def read_rsna_dataset(
         patients[(study, series)] = record.patient_id
     if labels and unlabelled:
         logger.warning("%s: %d slices have no labels (treated as unknown)", dicom_dir, unlabelled)
+    missing = sorted(set(labels) - seen)
+    if missing:
+        logger.warning(
+            "%s: %d labelled image ids have no file under %s (e.g. %s)",
+            labels_csv,
+            len(missing),
+            dicom_dir,
+            ", ".join(missing[:5]),
+        )
     series_list = []
     for (study, series), records in sorted(groups.items()):
         if labelled_only and not any(r.labels for r in records):
@@ -160,4 +172,6 @@ def read_rsna_dataset(
         ordered = tuple(sorted(records, key=lambda r: r.position))
         series_list.append(SeriesRecord(study, series, patients[(study, series)], ordered))
     logger.info("read %d slices in %d series from %s", len(files), len(series_list), dicom_dir)
-    return LabelledDataset(series_list, tuple(class_names), "ct", f"rsna:{dicom_dir}")
+    return LabelledDataset(
+        series_list, tuple(class_names), "ct", f"rsna:{dicom_dir}", tuple(missing)
+    )
