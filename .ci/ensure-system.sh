@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian peers the tests talk to (DCMTK, dicom3tools, Orthanc) and start
+# Install the Debian peers the tests talk to (DCMTK, dicom3tools, Orthanc), docker-compose
+# (tests/deploy renders deploy/compose.yaml with `docker-compose config`; no engine needed), and start
 # PostgreSQL and Redis where they are not running. Safe to run again and again.
 set -euo pipefail
 
@@ -7,6 +8,7 @@ need=()
 command -v storescu >/dev/null || need+=(dcmtk)
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v Orthanc >/dev/null || need+=(orthanc)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "ensure-system: installing ${need[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
