@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian peers the tests talk to (DCMTK, dicom3tools, Orthanc, headless Chromium
-# and its WebDriver for the worklist's browser test) and start
+# and its WebDriver for the worklist's browser test), docker-compose (tests/deploy renders
+# deploy/compose.yaml with `docker-compose config`; no engine needed), and start
 # PostgreSQL and Redis where they are not running. Safe to run again and again.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v Orthanc >/dev/null || need+=(orthanc)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "ensure-system: installing ${need[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

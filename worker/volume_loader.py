@@ -30,6 +30,13 @@ class StudyDataError(ValueError):
 # slice, pylibjpeg-libjpeg (pydicom's first choice) in 17 ms; others keep pydicom's order.
 PREFERRED_DECODER = {JPEGLSLossless: "pyjpegls", JPEGLSNearLossless: "pyjpegls"}
 
+MAX_DECODED_BYTES = 512 * 1024 * 1024
+"""Largest decoded pixel data of one instance (Rows x Columns x Samples x Bits Allocated / 8 x
+Frames) the worker will allocate. A head CT slice is 0.5 MiB; a compressed file declaring a
+65535 x 65535 frame is a decompression bomb of 8 GiB from a 1 KiB file (found by
+``bench/fuzz``): refused from its header, before the decoder allocates, so one hostile slice
+cannot get the worker killed for memory and its study redelivered again and again."""
+
 # Decoder messages can run to paragraphs (pylibjpeg quotes the codestream state); the
 # reason is stored per dropped slice in JSON and the audit log, so it is kept short.
 MAX_REASON_CHARS = 160
@@ -51,16 +58,38 @@ class LoadedSeries:
     dropped: list[DroppedSlice]
 
 
+def _declared_pixel_bytes(ds: Dataset) -> int:
+    """What decoding ``ds`` would allocate, from its header alone."""
+    frames = ds.get("NumberOfFrames") or 1
+    try:
+        frames = max(1, int(frames))
+    except (TypeError, ValueError):
+        frames = 1
+    values = (ds.get(k) or 0 for k in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated"))
+    rows, columns, samples, bits = (int(v) if isinstance(v, int) else 0 for v in values)
+    return rows * columns * max(1, samples) * max(1, bits) // 8 * frames
+
+
 def _read(path: Path) -> Dataset:
     try:
         ds = dcmread(path)
+        declared = _declared_pixel_bytes(ds)
+        if declared > MAX_DECODED_BYTES:
+            raise MemoryError(
+                f"declared pixel data of {declared} bytes exceeds {MAX_DECODED_BYTES} (not decoded)"
+            )
         plugin = PREFERRED_DECODER.get(ds.file_meta.get("TransferSyntaxUID"))
         if plugin is not None:
             ds.pixel_array_options(decoding_plugin=plugin)
         ds.pixel_array  # decode now, in the pool, so errors surface here  # noqa: B018
     except FileNotFoundError as exc:
         raise StudyDataError(f"spooled file missing: {path.name}") from exc
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        # BaseException, not Exception: pylibjpeg-rle is Rust, and a Rust panic on a broken
+        # RLE segment reaches Python as pyo3's PanicException, a BaseException (found by
+        # bench/fuzz; tests/data/fuzz/rle_*). It is one bad slice, not a worker failure.
         raise StudyDataError(f"cannot decode {path.name}: {type(exc).__name__}: {exc}") from exc
     return ds
 
