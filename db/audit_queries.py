@@ -135,8 +135,8 @@ def findings(
 def _delivered_prediction_times(session: Session) -> dict[int, datetime]:
     """Prediction id -> when its first delivery succeeded."""
     rows = session.execute(
-        select(Delivery.prediction_id, Delivery.delivered_at).where(
-            Delivery.state == DeliveryState.DELIVERED, Delivery.delivered_at.is_not(None)
+        select(Delivery.prediction_id, Delivery.acknowledged_at).where(
+            Delivery.state == DeliveryState.SENT, Delivery.acknowledged_at.is_not(None)
         )
     ).all()
     first: dict[int, datetime] = {}

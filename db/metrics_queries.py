@@ -59,7 +59,7 @@ def snapshot(session: Session) -> MetricsSnapshot:
     ):
         # Every attempt of a delivery that is not (yet) delivered failed; of a delivered
         # one, all but the last.
-        failed = attempts - (1 if state == DeliveryState.DELIVERED else 0)
+        failed = attempts - (1 if state == DeliveryState.SENT else 0)
         if state == DeliveryState.PENDING:
             failed = attempts
         failures[(channel, destination)] = failures.get((channel, destination), 0) + max(0, failed)

@@ -62,7 +62,7 @@ def _delivered_clause() -> Any:
     return exists(
         select(Delivery.id)
         .join(Prediction, Prediction.id == Delivery.prediction_id)
-        .where(Prediction.study_id == Study.id, Delivery.state == DeliveryState.DELIVERED)
+        .where(Prediction.study_id == Study.id, Delivery.state == DeliveryState.SENT)
     )
 
 
@@ -268,7 +268,7 @@ def study_detail(session: Session, study_id: int) -> dict[str, Any] | None:
                 "attempts": d.attempts,
                 "last_error": d.last_error,
                 "created_at": d.created_at,
-                "delivered_at": d.delivered_at,
+                "delivered_at": d.acknowledged_at,
             }
             for d in deliveries
         ],
@@ -308,7 +308,7 @@ def change_marker(session: Session) -> str:
             select(func.count(Study.id)).scalar_subquery(),
             select(func.max(Prediction.id)).scalar_subquery(),
             select(func.max(Delivery.id)).scalar_subquery(),
-            select(func.max(Delivery.delivered_at)).scalar_subquery(),
+            select(func.max(Delivery.acknowledged_at)).scalar_subquery(),
             select(func.max(Acknowledgement.id)).scalar_subquery(),
         )
     ).one()

@@ -76,9 +76,9 @@ def add_study(
                 prediction_id=prediction.id,
                 channel="sr",
                 destination="PACS@127.0.0.1:104",
-                state=DeliveryState.DELIVERED,
+                state=DeliveryState.SENT,
                 attempts=2,
-                delivered_at=received + timedelta(seconds=delivered_after_s),
+                acknowledged_at=received + timedelta(seconds=delivered_after_s),
             )
         )
         study.state = StudyState.DELIVERED
