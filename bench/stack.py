@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench.dicom_peers import REPO_ROOT, Peer, start_triage
+from bench.dicom_peers import REPO_ROOT, Peer, dcmtk_env, start_triage
 from bench.orthanc_peer import Orthanc, start_orthanc
 from db.models import Delivery, Instance, Prediction, Study
 from db.vocabulary import DeliveryState
@@ -149,6 +149,26 @@ class Stack:
         for log in logs:
             if not wait_for(partial(_says_ready, log), timeout):
                 raise RuntimeError(f"{log.name}: not ready within {timeout:.0f} s")
+
+    def restart_orthanc(self) -> None:
+        """Start the (stopped) PACS again on the same ports and storage, as after an outage."""
+        self.orthanc.stop()
+        log = open(self.orthanc.folder / "orthanc.log", "ab")  # noqa: SIM115 - owned by Orthanc
+        self.orthanc.process = subprocess.Popen(
+            ["Orthanc", str(self.orthanc.folder / "orthanc.json")],
+            env=dcmtk_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        if not wait_for(self._orthanc_answers, 30):
+            raise RuntimeError("Orthanc did not come back within 30 s")
+
+    def _orthanc_answers(self) -> bool:
+        try:
+            self.orthanc.rest("GET", "/system")
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         """Stop every process (SIGTERM, then SIGKILL after 30 s) and Orthanc."""
