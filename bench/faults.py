@@ -241,11 +241,16 @@ def listener_sigkill(sc: Scenario) -> bool:
 def disk_full(sc: Scenario) -> bool:
     """The spool's disk fills (a small tmpfs): 0xA700, then space is freed and the study resent."""
     study = sc.study(0, slices=40, size=512)
-    result = sc.send(study)
+    assert sc.stack.listener is not None
+    result = send(sc.stack.listener.port, study.files, aet="TRIAGE", options=["-v"])
     sc.figures["first_send_rc"] = result.returncode
-    sc.figures["out_of_resources_statuses"] = result.output.count("0xa700") + result.output.count(
-        "0xA700"
+    lowered = result.output.lower()
+    sc.figures["out_of_resources_statuses"] = lowered.count("a700") + lowered.count(
+        "outofresources"
     )
+    sc.figures["storescu_says"] = [
+        line.strip() for line in result.output.splitlines() if "esponse" in line or "rror" in line
+    ][-3:]
     spool = sc.stack.work / "spool"
     subprocess.run(["mount", "-o", "remount,size=512m", str(spool)], check=True)
     assert sc.send(study).returncode == 0

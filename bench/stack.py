@@ -190,7 +190,9 @@ class Stack:
     def sessions(self) -> sessionmaker[Session]:
         """Sessions on this run's database (the scenario's own view, not the system's)."""
         if self._sessions is None:
-            self._sessions = sessionmaker(create_engine(self.database_url), expire_on_commit=False)
+            self._sessions = sessionmaker(
+                create_engine(self.database_url, pool_pre_ping=True), expire_on_commit=False
+            )
         return self._sessions
 
     def outcome(self, study_uid: str) -> StudyOutcome:
