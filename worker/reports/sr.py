@@ -34,7 +34,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from worker.reports import codes as rc
-from worker.reports.identity import algorithm, device_observer, disclaimer, header_kwargs
+from worker.reports.identity import (
+    algorithm,
+    device_observer,
+    disclaimer,
+    header_kwargs,
+    stamp_creation,
+)
 from worker.reports.inputs import ReportInput
 from worker.reports.key_slices import top_slices_for_class
 from worker.reports.uids import ResultUids
@@ -196,7 +202,7 @@ def build_sr(inp: ReportInput, uids: ResultUids) -> Comprehensive3DSR:
     )
     report[0].ContentSequence.append(_evaluations(inp))
     evidence = list({str(ds.SOPInstanceUID): ds for ds in inp.headers}.values())
-    return Comprehensive3DSR(
+    sr = Comprehensive3DSR(
         evidence=evidence,
         content=report[0],
         series_instance_uid=uids.sr_series,
@@ -210,3 +216,5 @@ def build_sr(inp: ReportInput, uids: ResultUids) -> Comprehensive3DSR:
         coding_schemes=rc.coding_schemes(),
         **header_kwargs(inp, "result"),  # type: ignore[arg-type]
     )
+    stamp_creation(sr, inp)
+    return sr
