@@ -116,3 +116,26 @@ def test_scores_of_another_length_are_refused(read_study: ReadStudy, demo_bundle
             demo_bundle.class_names,
             3,
         )
+
+
+def test_key_images_from_the_workers_decoded_slices_match_the_model_input(
+    read_study: ReadStudy, demo_bundle: Bundle
+) -> None:
+    from worker.reports.key_images import key_images_for_series
+
+    datasets = [pydicom.dcmread(p) for p in reversed(read_study.phantom.files)]  # any order
+    keys = key_images_for_series(
+        demo_bundle,
+        datasets,
+        read_study.result.slice_scores,
+        flags=read_study.verdict.flags,
+        probabilities=read_study.result.study_probabilities,
+    )
+    assert [k.pixels.tobytes() for k in keys] == [k.pixels.tobytes() for k in read_study.key_images]
+
+
+def test_rendering_leaves_no_gradients_on_the_workers_model(
+    read_study: ReadStudy, demo_bundle: Bundle
+) -> None:
+    _render(read_study, demo_bundle, read_study.tensor)
+    assert all(p.grad is None for p in demo_bundle.image_model.parameters())
