@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -170,10 +171,11 @@ def render_key_images(
     positions = {str(s["sop_instance_uid"]): i for i, s in enumerate(scores)}
     model = _explainable(bundle.image_model)
     images = []
-    try:
+    with _gradients_to_input_only(model):
         for key in chosen:
-            one = x[positions[key.sop_instance_uid]][None].cpu()
+            one = x[positions[key.sop_instance_uid]][None].detach().cpu().requires_grad_(True)
             cam, _ = grad_cam(model, one, bundle.class_names.index(key.class_name))
+            one = one.detach()
             rgb, factor = upscale(blend(brain_window_grey(bundle, one[0]), cam))
             if annotate:
                 rgb = draw_caption(rgb, caption(key, demo_label))
@@ -187,10 +189,26 @@ def render_key_images(
                     pixel_spacing_mm=display_spacing(bundle, volume, source_pixel_spacing, factor),
                 )
             )
-    finally:
-        for parameter in model.parameters():  # Grad-CAM's backward left gradients behind
-            parameter.grad = None
     return images
+
+
+@contextmanager
+def _gradients_to_input_only(model: ImageModel) -> Iterator[None]:
+    """Grad-CAM needs gradients at the feature map, never at the weights.
+
+    With the weights frozen (and the input asking for gradients) backward skips every
+    weight gradient, about half its work, and leaves no ``.grad`` on the worker's model;
+    the flags are restored afterwards.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, wanted in flags:
+            parameter.requires_grad_(wanted)
+            parameter.grad = None
 
 
 def _explainable(model: ImageModel) -> ImageModel:
