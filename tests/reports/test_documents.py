@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from training.bundle import Bundle
-from worker.reports import build_result_documents
+import copy
+from pathlib import Path
 
-from .conftest import ReadStudy, report_input
+import pydicom
+
+from training.bundle import Bundle
+from worker.reports import build_result_documents, write_documents
+
+from .conftest import ReadStudy, dciodvfy_errors, report_input
 
 
 def test_items_are_sr_then_key_images_then_kos(read_study: ReadStudy, demo_bundle: Bundle) -> None:
@@ -18,3 +23,24 @@ def test_items_are_sr_then_key_images_then_kos(read_study: ReadStudy, demo_bundl
 def test_key_images_can_be_turned_off(read_study: ReadStudy, demo_bundle: Bundle) -> None:
     docs = build_result_documents(report_input(read_study, demo_bundle), key_images=False)
     assert [kind for kind, _ in docs.items()] == ["sr"]
+
+
+def test_sparse_latin1_headers_still_give_valid_documents_and_stay_untouched(
+    tmp_path: Path, read_study: ReadStudy, demo_bundle: Bundle
+) -> None:
+    left_out = ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyTime")
+    headers = []
+    for header in read_study.headers:
+        sparse = copy.deepcopy(header)
+        for keyword in left_out:
+            delattr(sparse, keyword)
+        sparse.SpecificCharacterSet = "ISO_IR 100"
+        sparse.PatientName = "Müller^Jürgen"
+        headers.append(sparse)
+    docs = build_result_documents(report_input(read_study, demo_bundle, headers=tuple(headers)))
+    for path in write_documents(docs, tmp_path):
+        assert dciodvfy_errors(path) == [], path.name
+        written = pydicom.dcmread(path)
+        assert written.PatientName == "Müller^Jürgen"
+        assert written.StudyID == "" and written.PatientID == headers[0].PatientID
+    assert all(keyword not in headers[0] for keyword in left_out)

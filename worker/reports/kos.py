@@ -46,7 +46,7 @@ def build_kos(
         description=f"Key images with the highest model scores. {disclaimer(inp)}{demo}",
     )
     kos = KeyObjectSelectionDocument(
-        evidence=selected,
+        evidence=selected,  # the first, a key image, lends its patient and study modules
         content=content,
         series_instance_uid=uids.kos_series,
         series_number=KOS_SERIES_NUMBER,

@@ -40,6 +40,7 @@ from worker.reports.identity import (
     disclaimer,
     header_kwargs,
     stamp_creation,
+    study_reference,
 )
 from worker.reports.inputs import ReportInput
 from worker.reports.key_slices import top_slices_for_class
@@ -201,7 +202,11 @@ def build_sr(inp: ReportInput, uids: ResultUids) -> Comprehensive3DSR:
         referenced_images=library or None,
     )
     report[0].ContentSequence.append(_evaluations(inp))
-    evidence = list({str(ds.SOPInstanceUID): ds for ds in inp.headers}.values())
+    reference = study_reference(inp)
+    evidence = [
+        reference,
+        *(ds for ds in inp.headers if ds.SOPInstanceUID != reference.SOPInstanceUID),
+    ]
     sr = Comprehensive3DSR(
         evidence=evidence,
         content=report[0],
