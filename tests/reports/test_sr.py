@@ -14,7 +14,7 @@ from training.bundle import Bundle
 from training.classes import DISCLAIMER_SYNTHETIC
 from worker.reports import DocumentRef, build_result_documents, not_assessed_input
 from worker.reports import codes as rc
-from worker.reports.identity import TRIAGE_AID_TEXT
+from worker.reports.identity import PATIENT_STUDY_KEYWORDS, TRIAGE_AID_TEXT
 from worker.reports.key_slices import top_slices_for_class
 from worker.reports.sr import reported_probability
 from worker.reports.writing import write_dataset
@@ -128,17 +128,7 @@ def test_sr_files_into_the_source_study_with_its_patient_and_study_modules(
 ) -> None:
     sr = hd.sr.srread(sr_file)
     source = read_study.headers[0]
-    for keyword in (
-        "StudyInstanceUID",
-        "PatientID",
-        "PatientName",
-        "PatientBirthDate",
-        "PatientSex",
-        "AccessionNumber",
-        "StudyID",
-        "StudyDate",
-        "StudyTime",
-    ):
+    for keyword in ("StudyInstanceUID", *PATIENT_STUDY_KEYWORDS):
         assert sr[keyword].value == source[keyword].value, keyword
     assert sr.Modality == "SR"
     assert sr.SeriesInstanceUID != source.SeriesInstanceUID

@@ -33,7 +33,7 @@ TRIAGE_AID_TEXT = (
 
 # Patient and study attributes (Type 2: present, may be empty) that highdicom copies from
 # the first evidence item and reads as attributes; some scanners leave them out.
-_PATIENT_STUDY_TYPE2 = (
+PATIENT_STUDY_KEYWORDS = (
     "PatientID",
     "PatientName",
     "PatientBirthDate",
@@ -53,7 +53,7 @@ def study_reference(inp: ReportInput) -> Dataset:
     the build; the caller's datasets are not touched.
     """
     reference = copy.deepcopy(inp.headers[0])
-    for keyword in _PATIENT_STUDY_TYPE2:
+    for keyword in PATIENT_STUDY_KEYWORDS:
         if keyword not in reference:
             setattr(reference, keyword, "")
     return reference
