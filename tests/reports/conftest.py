@@ -23,7 +23,6 @@ from pydicom.dataset import Dataset
 
 from training.bundle import Bundle, load_bundle
 from training.phantom import PhantomStudy, write_phantom_study
-from training.preprocessing import preprocess_datasets
 from triage.settings_sections import DEMO_BUNDLE
 from worker.priority import Triage, triage
 from worker.reports import KeyImage, ReportInput
@@ -55,9 +54,10 @@ def read_study(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Bundle) ->
     folder = tmp_path_factory.mktemp("phantom")
     phantom = write_phantom_study(folder, slices=24, size=128, lesions=("subdural",), seed=11)
     datasets = [pydicom.dcmread(path) for path in phantom.files]
-    result = infer_series(demo_bundle, datasets, device="cpu", batch_size=8)
+    result = infer_series(demo_bundle, datasets, device="cpu", batch_size=8, keep_input=True)
     verdict = triage(result.study_probabilities, demo_bundle.thresholds)
-    tensor, _ = preprocess_datasets(datasets, demo_bundle.preprocess)
+    tensor = result.model_input  # what the worker holds after inference
+    assert tensor is not None
     keys = render_key_images(
         demo_bundle,
         tensor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+import torch
 
 from training.bundle import Bundle
 from training.explain import grad_cam
@@ -139,3 +140,13 @@ def test_rendering_leaves_no_gradients_on_the_workers_model(
 ) -> None:
     _render(read_study, demo_bundle, read_study.tensor)
     assert all(p.grad is None for p in demo_bundle.image_model.parameters())
+
+
+def test_the_input_inference_keeps_is_the_preprocessing_of_the_series(
+    read_study: ReadStudy, demo_bundle: Bundle
+) -> None:
+    from training.preprocessing import preprocess_datasets
+
+    datasets = [pydicom.dcmread(p) for p in read_study.phantom.files]
+    expected, _ = preprocess_datasets(datasets, demo_bundle.preprocess)
+    assert torch.equal(read_study.tensor, expected)
