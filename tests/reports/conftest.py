@@ -54,7 +54,7 @@ def read_study(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Bundle) ->
     folder = tmp_path_factory.mktemp("phantom")
     phantom = write_phantom_study(folder, slices=24, size=128, lesions=("subdural",), seed=11)
     datasets = [pydicom.dcmread(path) for path in phantom.files]
-    result = infer_series(demo_bundle, datasets, device="cpu", batch_size=8)
+    result = infer_series(demo_bundle, datasets, device="cpu", batch_size=8, keep_input=True)
     verdict = triage(result.study_probabilities, demo_bundle.thresholds)
     tensor = result.model_input  # what the worker holds after inference
     assert tensor is not None
