@@ -14,7 +14,8 @@ from training.bundle import Bundle
 from training.classes import DISCLAIMER_SYNTHETIC
 from worker.reports import DocumentRef, build_result_documents, not_assessed_input
 from worker.reports import codes as rc
-from worker.reports.identity import PATIENT_STUDY_KEYWORDS, TRIAGE_AID_TEXT
+from worker.reports.headers import PATIENT_STUDY_KEYWORDS
+from worker.reports.identity import TRIAGE_AID_TEXT
 from worker.reports.key_slices import top_slices_for_class
 from worker.reports.sr import reported_probability
 from worker.reports.writing import write_dataset
