@@ -20,6 +20,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,14 +30,48 @@ from pydicom.dataset import Dataset
 
 from training.bundle import Bundle, load_bundle
 from training.phantom import write_phantom_study
-from worker.priority import triage
-from worker.reports import ReportInput, build_result_documents, key_slice_uids, write_documents
+from worker.priority import Triage, triage
+from worker.reports import (
+    KeyImage,
+    ReportInput,
+    build_result_documents,
+    key_slice_uids,
+    write_documents,
+)
 from worker.reports.key_images import key_images_for_series
-from worker.study_inference import infer_series
+from worker.study_inference import StudyResult, infer_series
 from worker.volume_loader import read_series
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEMO_BUNDLE = Path(__file__).resolve().parent.parent / "worker" / "bundles" / "demo"
+
+
+def assessed_input(
+    bundle: Bundle,
+    result: StudyResult,
+    verdict: Triage,
+    headers: Sequence[Dataset],
+    keys: Sequence[KeyImage],
+) -> ReportInput:
+    """The input the worker would build for this read (first header: the series read)."""
+    return ReportInput(
+        headers=tuple(headers),
+        class_names=bundle.class_names,
+        study_version=1,
+        bundle_name=bundle.name,
+        bundle_version=bundle.version,
+        bundle_sha256=bundle.sha256,
+        synthetic_demo=bundle.synthetic_demo,
+        assessed=True,
+        priority=str(verdict.priority),
+        probabilities=result.study_probabilities,
+        flags=verdict.flags,
+        thresholds=verdict.thresholds,
+        slice_scores=tuple(result.slice_scores),
+        series_instance_uid=str(headers[0].SeriesInstanceUID),
+        key_images=tuple(keys),
+        created_at=datetime.now(UTC),
+    )
 
 
 def _round(
@@ -62,24 +97,7 @@ def _round(
     wanted = dict.fromkeys([files[0].stem, *named])
     headers = tuple(pydicom.dcmread(paths[uid], stop_before_pixels=True) for uid in wanted)
     read = time.perf_counter()
-    inp = ReportInput(
-        headers=headers,
-        class_names=bundle.class_names,
-        study_version=1,
-        bundle_name=bundle.name,
-        bundle_version=bundle.version,
-        bundle_sha256=bundle.sha256,
-        synthetic_demo=bundle.synthetic_demo,
-        assessed=True,
-        priority=str(verdict.priority),
-        probabilities=result.study_probabilities,
-        flags=verdict.flags,
-        thresholds=verdict.thresholds,
-        slice_scores=tuple(result.slice_scores),
-        series_instance_uid=str(headers[0].SeriesInstanceUID),
-        key_images=tuple(keys),
-        created_at=datetime.now(UTC),
-    )
+    inp = assessed_input(bundle, result, verdict, headers, keys)
     build_result_documents(inp, key_images=False)
     built_sr = time.perf_counter()
     docs = build_result_documents(inp)
