@@ -31,6 +31,16 @@ PATIENT_STUDY_KEYWORDS = (
 """Patient and study attributes (Type 2: present, may be empty) highdicom copies from the
 first evidence item, reading each as an attribute."""
 
+# What highdicom's image-library descriptors read from a cross-sectional image.
+_LIBRARY_GEOMETRY = (
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "ImageOrientationPatient",
+    "ImagePositionPatient",
+    "SliceThickness",
+)
+
 UNSTATED_DEIDENTIFICATION = "identity removed before receipt; method not stated by the source"
 
 
@@ -75,6 +85,8 @@ def describable(ds: Dataset) -> bool:
     An image whose pixel spacing, position or thickness is empty is left out of the
     library; it is still referenced as evidence and as a finding's source image.
     """
+    if all(ds.get(keyword) not in (None, "") for keyword in _LIBRARY_GEOMETRY):
+        return True  # what highdicom reads is all there: no trial build (it is slow)
     try:
         ImageLibraryEntryDescriptors(ds)
     except (AttributeError, TypeError, ValueError) as exc:
