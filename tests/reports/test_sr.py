@@ -213,7 +213,7 @@ def test_demo_label_appears_exactly_when_a_synthetic_bundle_made_the_result(
 
 
 def test_version_two_lists_the_earlier_sr_as_predecessor(
-    read_study: ReadStudy, demo_bundle: Bundle
+    tmp_path: Path, read_study: ReadStudy, demo_bundle: Bundle
 ) -> None:
     first = build_result_documents(report_input(read_study, demo_bundle)).sr
     assert "PredecessorDocumentsSequence" not in first
@@ -231,6 +231,7 @@ def test_version_two_lists_the_earlier_sr_as_predecessor(
     assert instance.ReferencedSOPInstanceUID == first.SOPInstanceUID
     assert instance.ReferencedSOPClassUID == first.SOPClassUID
     assert second.SOPInstanceUID != first.SOPInstanceUID
+    assert dciodvfy_errors(write_dataset(second, tmp_path)) == []
 
 
 def test_a_key_slice_without_its_header_is_refused(
