@@ -91,6 +91,7 @@ def test_dsrdump_reads_the_sr_with_every_finding_and_the_triage_aid_text(
 ) -> None:
     run = dsrdump(sr_file)
     assert run.returncode == 0, run.stderr
+    assert [line for line in run.stderr.splitlines() if line[:2] in ("E:", "F:")] == []
     for name in demo_bundle.class_names:
         assert f'"{rc.finding(name).meaning}"' in run.stdout
     assert TRIAGE_AID_TEXT in run.stdout
