@@ -15,7 +15,9 @@ from highdicom.sr import (
     DeviceObserverIdentifyingAttributes,
     ObserverContext,
 )
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.valuerep import DA, DT, TM
 
 from worker.reports.inputs import ReportInput
 from worker.reports.uids import device_uid
@@ -92,3 +94,19 @@ def header_kwargs(inp: ReportInput, what: str) -> dict[str, object]:
         "content_qualification": qualification(inp),
         "specific_character_set": CHARACTER_SET,
     }
+
+
+def stamp_creation(ds: Dataset, inp: ReportInput) -> None:
+    """Instance Creation Date/Time from the prediction, when known.
+
+    A document rebuilt for a re-send is the same instance (same UID); with its creation
+    time (and highdicom's contribution time) taken from the prediction it is byte for
+    byte the same file as well.
+    """
+    if inp.created_at is None:
+        return
+    ds.InstanceCreationDate = DA(inp.created_at.date())
+    ds.InstanceCreationTime = TM(inp.created_at.time())
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if item.get("ManufacturerModelName") == "highdicom":  # highdicom stamps "now"
+            item.ContributionDateTime = DT(inp.created_at)
