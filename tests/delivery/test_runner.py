@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from db.vocabulary import DeliveryState
+from db.vocabulary import DeliveryState, Priority
 from tests.delivery.conftest import Outbox
 from tests.delivery.peers import (
     DcmtkStoreScp,
@@ -205,3 +205,29 @@ def test_study_is_delivered_only_when_every_destination_acknowledged(
     states = {row.channel: row.state for row in box.rows()}
     assert states == {"webhook": SENT, "hl7": RETRYING}
     assert box.study_state() == "predicted"
+
+
+def test_a_new_version_is_sent_as_a_correction_with_its_new_priority(
+    make_outbox: Callable[..., Outbox],
+) -> None:
+    server = MllpServer([])
+    server.start()
+    try:
+        box = make_outbox()
+        box.queue(("hl7", server.destination))
+        run_until_settled(box)
+        second = box.new_version(Priority.URGENT)
+        box.queue(("hl7", server.destination), version_of=second)
+        run_until_settled(box)
+    finally:
+        server.stop()
+    first_message, correction = server.messages
+    assert str(first_message.segment("OBR")(25)) == "F"
+    assert str(correction.segment("OBR")(25)) == "C"
+    assert {str(obx(11)) for obx in correction.segments("OBX")} == {"C"}
+    assert str(correction.segment("OBR")(5)) == "A"  # urgent
+    observations = {str(obx(3)(1)(1)): obx for obx in correction.segments("OBX")}
+    assert str(observations["PRIORITY"](5)) == "urgent"
+    assert str(observations["SUBDURAL"](8)) == "N"
+    assert str(first_message.segment("MSH")(10)) != str(correction.segment("MSH")(10))
+    assert box.study_state() == "delivered"
