@@ -57,8 +57,14 @@ class DeliveryRunner:
 
     @property
     def lease(self) -> timedelta:
-        """How long a claim holds a row: enough for a connection and a few acknowledgements."""
-        return timedelta(seconds=self._settings.delivery.ack_timeout * 4 + 5)
+        """How long a claim holds a row: a connection plus an acknowledgement per object.
+
+        The largest delivery is the DICOM one: SR, the key images and the KOS, each waiting
+        up to the acknowledgement timeout. A live send that still outlasts its lease is sent
+        again by another claimer, which is harmless (the same UIDs), never lost.
+        """
+        cfg = self._settings.delivery
+        return timedelta(seconds=cfg.ack_timeout * (cfg.key_image_count + 4) + 5)
 
     def run_due(self, *, ids: list[int] | None = None, limit: int = 10) -> list[Settled]:
         """Claim and send due deliveries (only ``ids`` if given) until none is left."""
