@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from pydicom.dataset import Dataset
 
 from training.preprocessing import preprocess_datasets
@@ -29,8 +30,7 @@ class StudyResult:
     preprocess_seconds: float
     inference_seconds: float
     embeddings: np.ndarray | None = None  # (N, D) image-model embeddings, for the domain score
-    # (N, 3, S, S) what the model saw, in slice_scores order: key images' Grad-CAM reuses it
-    model_input: Any = None
+    model_input: torch.Tensor | None = None  # (N, 3, S, S) as the model saw it, if kept
 
 
 def _instance_number(ds: Dataset) -> int | None:
@@ -48,11 +48,14 @@ def infer_series(
     device: str,
     batch_size: int,
     judge: bool = True,
+    keep_input: bool = False,
 ) -> StudyResult:
     """Order, preprocess and score a series; slice scores come back in patient-axis order.
 
     With ``judge`` false only the image model's embeddings are computed (for the domain
     score of a study that is not to be assessed): no probabilities, no slice scores.
+    With ``keep_input`` the preprocessed tensor comes back too, so key images
+    (``worker.reports.key_images.render_key_images``) need no second preprocessing.
     """
     started = time.perf_counter()
     tensor, order = preprocess_datasets(datasets, bundle.preprocess)
@@ -81,5 +84,5 @@ def infer_series(
         prepared - started,
         done - prepared,
         prediction.embeddings,
-        tensor,
+        tensor if keep_input else None,
     )

@@ -7,6 +7,7 @@ use"; the wording lives here once so the three documents cannot drift apart.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 
 from highdicom import ContentQualificationValues
@@ -15,7 +16,9 @@ from highdicom.sr import (
     DeviceObserverIdentifyingAttributes,
     ObserverContext,
 )
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.valuerep import DA, DT, TM
 
 from worker.reports.inputs import ReportInput
 from worker.reports.uids import device_uid
@@ -26,6 +29,34 @@ TRIAGE_AID_TEXT = (
     "Triage aid, not a diagnosis: an algorithm reordered the worklist; "
     "a radiologist reads every study."
 )
+
+
+# Patient and study attributes (Type 2: present, may be empty) that highdicom copies from
+# the first evidence item and reads as attributes; some scanners leave them out.
+PATIENT_STUDY_KEYWORDS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+
+
+def study_reference(inp: ReportInput) -> Dataset:
+    """A copy of the first source header whose patient and study attributes are all present.
+
+    What the source left out stays empty in our documents (Type 2) instead of stopping
+    the build; the caller's datasets are not touched.
+    """
+    reference = copy.deepcopy(inp.headers[0])
+    for keyword in PATIENT_STUDY_KEYWORDS:
+        if keyword not in reference:
+            setattr(reference, keyword, "")
+    return reference
 
 
 def disclaimer(inp: ReportInput) -> str:
@@ -92,3 +123,19 @@ def header_kwargs(inp: ReportInput, what: str) -> dict[str, object]:
         "content_qualification": qualification(inp),
         "specific_character_set": CHARACTER_SET,
     }
+
+
+def stamp_creation(ds: Dataset, inp: ReportInput) -> None:
+    """Instance Creation Date/Time from the prediction, when known.
+
+    A document rebuilt for a re-send is the same instance (same UID); with its creation
+    time (and highdicom's contribution time) taken from the prediction it is byte for
+    byte the same file as well.
+    """
+    if inp.created_at is None:
+        return
+    ds.InstanceCreationDate = DA(inp.created_at.date())
+    ds.InstanceCreationTime = TM(inp.created_at.time())
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if item.get("ManufacturerModelName") == "highdicom":  # highdicom stamps "now"
+            item.ContributionDateTime = DT(inp.created_at)

@@ -11,21 +11,25 @@ Imports torch: call it in the worker while the bundle is loaded, never in the li
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataset import Dataset
 
 from training.explain import grad_cam
-from training.preprocessing import head_box, volume_to_tensor
+from training.preprocessing import head_box, preprocess_datasets, volume_to_tensor
 from worker.reports.inputs import KeyImage
 from worker.reports.key_slices import KeySlice, key_images_slices
 
 if TYPE_CHECKING:
     from training.bundle import Bundle
+    from training.models import ImageModel
 
 DEFAULT_KEY_IMAGE_COUNT = 3
 MIN_DISPLAY_SIDE = 256  # model inputs are often 128 px: shown at least this large
@@ -160,29 +164,90 @@ def render_key_images(
     x = model_input(bundle, volume)
     if len(scores) != x.shape[0]:
         raise ValueError(f"scores: {len(scores)} entries for {x.shape[0]} slices")
-    probabilities = probabilities or {}
-    chosen = key_images_slices(scores, class_names, flags or {}, probabilities, k)
-    device = next(bundle.image_model.parameters()).device
+    chosen = key_images_slices(scores, class_names, flags or {}, probabilities or {}, k)
+    unknown = [key.class_name for key in chosen if key.class_name not in bundle.class_names]
+    if unknown:
+        raise ValueError(f"class_names: {unknown} are not the bundle's classes")
+    positions = {str(s["sop_instance_uid"]): i for i, s in enumerate(scores)}
+    model = _explainable(bundle.image_model)
     images = []
-    for key in chosen:
-        if key.class_name not in bundle.class_names:
-            raise ValueError(f"class_names: {key.class_name!r} is not one of the bundle's")
-        position = next(
-            i for i, s in enumerate(scores) if s["sop_instance_uid"] == key.sop_instance_uid
-        )
-        one = x[position : position + 1].to(device)
-        cam, _ = grad_cam(bundle.image_model, one, bundle.class_names.index(key.class_name))
-        rgb, factor = upscale(blend(brain_window_grey(bundle, one[0]), cam))
-        if annotate:
-            rgb = draw_caption(rgb, caption(key, demo_label))
-        images.append(
-            KeyImage(
-                pixels=rgb,
-                source_sop_instance_uid=key.sop_instance_uid,
-                class_name=key.class_name,
-                score=key.score,
-                annotated=annotate,
-                pixel_spacing_mm=display_spacing(bundle, volume, source_pixel_spacing, factor),
+    with _gradients_to_input_only(model):
+        for key in chosen:
+            one = x[positions[key.sop_instance_uid]][None].detach().cpu().requires_grad_(True)
+            cam, _ = grad_cam(model, one, bundle.class_names.index(key.class_name))
+            one = one.detach()
+            rgb, factor = upscale(blend(brain_window_grey(bundle, one[0]), cam))
+            if annotate:
+                rgb = draw_caption(rgb, caption(key, demo_label))
+            images.append(
+                KeyImage(
+                    pixels=rgb,
+                    source_sop_instance_uid=key.sop_instance_uid,
+                    class_name=key.class_name,
+                    score=key.score,
+                    annotated=annotate,
+                    pixel_spacing_mm=display_spacing(bundle, volume, source_pixel_spacing, factor),
+                )
             )
-        )
     return images
+
+
+@contextmanager
+def _gradients_to_input_only(model: ImageModel) -> Iterator[None]:
+    """Grad-CAM needs gradients at the feature map, never at the weights.
+
+    With the weights frozen (and the input asking for gradients) backward skips every
+    weight gradient, about half its work, and leaves no ``.grad`` on the worker's model;
+    the flags are restored afterwards.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, wanted in flags:
+            parameter.requires_grad_(wanted)
+            parameter.grad = None
+
+
+def _explainable(model: ImageModel) -> ImageModel:
+    """The image model on the CPU: the model itself there, else a CPU copy.
+
+    ``grad_cam`` hands back ``cam.numpy()``, which only a CPU tensor allows; a copy (not a
+    move) leaves the worker's model where inference expects it.
+    """
+    if next(model.parameters()).device.type == "cpu":
+        return model
+    return copy.deepcopy(model).cpu()
+
+
+def key_images_for_series(
+    bundle: Bundle,
+    datasets: Sequence[Dataset],
+    scores: Sequence[Mapping[str, Any]],
+    *,
+    flags: Mapping[str, bool],
+    probabilities: Mapping[str, float],
+    k: int = DEFAULT_KEY_IMAGE_COUNT,
+    annotate: bool = True,
+) -> list[KeyImage]:
+    """Key images from the decoded slices the worker holds after ``infer_series``.
+
+    Preprocesses ``datasets`` with the very function inference used
+    (``training.preprocessing.preprocess_datasets``: same order as ``scores``, same
+    pixels), and labels the pictures with the demo label of a synthetic bundle. The key
+    images carry no pixel spacing here (the head crop is the preprocessing's business).
+    """
+    x, _ = preprocess_datasets(datasets, bundle.preprocess)
+    return render_key_images(
+        bundle,
+        x,
+        scores,
+        bundle.class_names,
+        k,
+        flags=flags,
+        probabilities=probabilities,
+        demo_label=bundle.disclaimer if bundle.synthetic_demo else None,
+        annotate=annotate,
+    )

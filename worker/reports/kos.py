@@ -12,7 +12,7 @@ from highdicom.ko import KeyObjectSelection, KeyObjectSelectionDocument
 from pydicom.dataset import Dataset
 
 from worker.reports import codes as rc
-from worker.reports.identity import device_observer, disclaimer, header_kwargs
+from worker.reports.identity import device_observer, disclaimer, header_kwargs, stamp_creation
 from worker.reports.inputs import ReportInput
 from worker.reports.uids import ResultUids
 
@@ -45,8 +45,8 @@ def build_kos(
         observer_device_context=device_observer(inp),
         description=f"Key images with the highest model scores. {disclaimer(inp)}{demo}",
     )
-    return KeyObjectSelectionDocument(
-        evidence=selected,
+    kos = KeyObjectSelectionDocument(
+        evidence=selected,  # the first, a key image, lends its patient and study modules
         content=content,
         series_instance_uid=uids.kos_series,
         series_number=KOS_SERIES_NUMBER,
@@ -54,3 +54,5 @@ def build_kos(
         instance_number=1,
         **header_kwargs(inp, "key objects"),  # type: ignore[arg-type]
     )
+    stamp_creation(kos, inp)
+    return kos

@@ -15,7 +15,7 @@ from highdicom.sc import SCImage
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, TM
 
-from worker.reports.identity import content_datetime, disclaimer, header_kwargs
+from worker.reports.identity import content_datetime, disclaimer, header_kwargs, stamp_creation
 from worker.reports.inputs import KeyImage, ReportInput
 from worker.reports.uids import ResultUids
 
@@ -67,6 +67,7 @@ def build_key_image(
         transfer_syntax_uid="1.2.840.10008.1.2.1",  # explicit VR little endian
         **header_kwargs(inp, "key images"),  # type: ignore[arg-type]
     )
+    stamp_creation(image, inp)
     when = content_datetime(inp)
     image.DateOfSecondaryCapture = DA(when.date())
     image.TimeOfSecondaryCapture = TM(when.time())

@@ -34,7 +34,14 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from worker.reports import codes as rc
-from worker.reports.identity import algorithm, device_observer, disclaimer, header_kwargs
+from worker.reports.identity import (
+    algorithm,
+    device_observer,
+    disclaimer,
+    header_kwargs,
+    stamp_creation,
+    study_reference,
+)
 from worker.reports.inputs import ReportInput
 from worker.reports.key_slices import top_slices_for_class
 from worker.reports.uids import ResultUids
@@ -195,8 +202,12 @@ def build_sr(inp: ReportInput, uids: ResultUids) -> Comprehensive3DSR:
         referenced_images=library or None,
     )
     report[0].ContentSequence.append(_evaluations(inp))
-    evidence = list({str(ds.SOPInstanceUID): ds for ds in inp.headers}.values())
-    return Comprehensive3DSR(
+    reference = study_reference(inp)
+    evidence = [
+        reference,
+        *(ds for ds in inp.headers if ds.SOPInstanceUID != reference.SOPInstanceUID),
+    ]
+    sr = Comprehensive3DSR(
         evidence=evidence,
         content=report[0],
         series_instance_uid=uids.sr_series,
@@ -210,3 +221,5 @@ def build_sr(inp: ReportInput, uids: ResultUids) -> Comprehensive3DSR:
         coding_schemes=rc.coding_schemes(),
         **header_kwargs(inp, "result"),  # type: ignore[arg-type]
     )
+    stamp_creation(sr, inp)
+    return sr
