@@ -9,7 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from db.vocabulary import DeliveryState, Priority
+from sqlalchemy import select
+
+from db.models import AuditEvent
+from db.vocabulary import AuditEventType, DeliveryState, Priority
 from tests.delivery.conftest import Outbox
 from tests.delivery.peers import (
     DcmtkStoreScp,
@@ -76,6 +79,11 @@ def test_dicom_failure_status_is_dead_with_the_status(make_outbox: Callable[...,
     assert row.state == DEAD and row.attempts == 1
     assert "status 0xA700" in (row.last_error or "")
     assert box.study_state() == "predicted"  # not every destination acknowledged
+    with box.sessions() as session:
+        [event] = session.scalars(
+            select(AuditEvent).where(AuditEvent.event_type == AuditEventType.DELIVERY_FAILED)
+        ).all()
+    assert event.detail["delivery_id"] == row.id and "0xA700" in event.detail["reason"]
 
 
 def test_hl7_nak_then_ack_is_delivered_once(make_outbox: Callable[..., Outbox]) -> None:
