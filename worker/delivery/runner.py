@@ -183,25 +183,19 @@ class DeliveryRunner:
 
 
 class DeliveryLoop:
-    """Runs :meth:`DeliveryRunner.run_due` every ``poll_seconds`` (sooner when woken)."""
+    """Runs :meth:`DeliveryRunner.run_due` every ``poll_seconds`` until stopped."""
 
     def __init__(self, runner: DeliveryRunner, poll_seconds: float) -> None:
         self._runner = runner
         self._poll = poll_seconds
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery-loop", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def wake(self) -> None:
-        """Look now instead of at the next tick."""
-        self._wake.set()
-
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
-        self._wake.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -210,5 +204,4 @@ class DeliveryLoop:
                 self._runner.run_due()
             except Exception:
                 log.exception("delivery sweep failed; will retry")
-            self._wake.wait(self._poll)
-            self._wake.clear()
+            self._stop.wait(self._poll)
