@@ -2,10 +2,11 @@
 
 Run ``python -m bench.reports [--bundle DIR] [--slices N] [--rounds R] [--k K]``. A
 synthetic subdural phantom (512 x 512, the size scanners send) is read and scored once,
-as the study task does; then each round renders the Grad-CAM key images from the decoded
-slices (``worker.reports.key_images.key_images_for_series``), reads the headers the
-report names, builds the documents (``build_result_documents``) with and without key
-images, and writes them as fsynced Part 10 files. Medians are printed with where the time
+as the study task does; then each round renders the Grad-CAM key images from the model
+input inference kept (``render_key_images``; for comparison also from the decoded slices,
+``key_images_for_series``), reads the headers the report names, builds the documents
+(``build_result_documents``) with and without key images, and writes them as fsynced
+Part 10 files. Medians are printed with where the time
 goes. Budget: the issue's goal is last slice -> SR in the PACS within 5 s, of which the
 prediction takes about 1.1 s (``bench.e2e``), so the documents should stay well under 1 s.
 """
@@ -20,6 +21,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,41 +31,32 @@ from pydicom.dataset import Dataset
 
 from training.bundle import Bundle, load_bundle
 from training.phantom import write_phantom_study
-from worker.priority import triage
-from worker.reports import ReportInput, build_result_documents, key_slice_uids, write_documents
-from worker.reports.key_images import key_images_for_series
-from worker.study_inference import infer_series
+from worker.priority import Triage, triage
+from worker.reports import (
+    KeyImage,
+    ReportInput,
+    build_result_documents,
+    key_slice_uids,
+    write_documents,
+)
+from worker.reports.key_images import key_images_for_series, render_key_images
+from worker.study_inference import StudyResult, infer_series
 from worker.volume_loader import read_series
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEMO_BUNDLE = Path(__file__).resolve().parent.parent / "worker" / "bundles" / "demo"
 
 
-def _round(
-    files: list[Path], datasets: list[Dataset], bundle: Bundle, k: int, out: Path
-) -> dict[str, float]:
-    shutil.rmtree(out, ignore_errors=True)
-    result = infer_series(bundle, datasets, device="cpu", batch_size=16)
-    verdict = triage(result.study_probabilities, bundle.thresholds)
-    started = time.perf_counter()
-    keys = key_images_for_series(
-        bundle,
-        datasets,
-        result.slice_scores,
-        flags=verdict.flags,
-        probabilities=result.study_probabilities,
-        k=k,
-    )
-    rendered = time.perf_counter()
-    named = key_slice_uids(
-        result.slice_scores, bundle.class_names, verdict.flags, result.study_probabilities, k
-    )
-    paths = {p.stem: p for p in files}  # phantom files are named by SOP Instance UID
-    wanted = dict.fromkeys([files[0].stem, *named])
-    headers = tuple(pydicom.dcmread(paths[uid], stop_before_pixels=True) for uid in wanted)
-    read = time.perf_counter()
-    inp = ReportInput(
-        headers=headers,
+def assessed_input(
+    bundle: Bundle,
+    result: StudyResult,
+    verdict: Triage,
+    headers: Sequence[Dataset],
+    keys: Sequence[KeyImage],
+) -> ReportInput:
+    """The input the worker would build for this read (first header: the series read)."""
+    return ReportInput(
+        headers=tuple(headers),
         class_names=bundle.class_names,
         study_version=1,
         bundle_name=bundle.name,
@@ -80,6 +73,44 @@ def _round(
         key_images=tuple(keys),
         created_at=datetime.now(UTC),
     )
+
+
+def _round(
+    files: list[Path], datasets: list[Dataset], bundle: Bundle, k: int, out: Path
+) -> dict[str, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    result = infer_series(bundle, datasets, device="cpu", batch_size=16, keep_input=True)
+    assert result.model_input is not None
+    verdict = triage(result.study_probabilities, bundle.thresholds)
+    started = time.perf_counter()
+    key_images_for_series(  # the fallback: preprocess the decoded slices once more
+        bundle,
+        datasets,
+        result.slice_scores,
+        flags=verdict.flags,
+        probabilities=result.study_probabilities,
+        k=k,
+    )
+    reprocessed = time.perf_counter()
+    keys = render_key_images(  # what the worker does: Grad-CAM on the input it kept
+        bundle,
+        result.model_input,
+        result.slice_scores,
+        bundle.class_names,
+        k,
+        flags=verdict.flags,
+        probabilities=result.study_probabilities,
+        demo_label=bundle.disclaimer if bundle.synthetic_demo else None,
+    )
+    rendered = time.perf_counter()
+    named = key_slice_uids(
+        result.slice_scores, bundle.class_names, verdict.flags, result.study_probabilities, k
+    )
+    paths = {p.stem: p for p in files}  # phantom files are named by SOP Instance UID
+    wanted = dict.fromkeys([files[0].stem, *named])
+    headers = tuple(pydicom.dcmread(paths[uid], stop_before_pixels=True) for uid in wanted)
+    read = time.perf_counter()
+    inp = assessed_input(bundle, result, verdict, headers, keys)
     build_result_documents(inp, key_images=False)
     built_sr = time.perf_counter()
     docs = build_result_documents(inp)
@@ -87,12 +118,13 @@ def _round(
     write_documents(docs, out)
     written = time.perf_counter()
     return {
-        "key_images_s": rendered - started,
+        "key_images_s": rendered - reprocessed,
+        "key_images_reprocess_s": reprocessed - started,
         "read_headers_s": read - rendered,
         "build_sr_only_s": built_sr - read,
         "build_all_s": built - built_sr,
         "write_all_s": written - built,
-        "total_s": written - started - (built_sr - read),
+        "total_s": written - reprocessed - (built_sr - read),
         "bytes": float(sum(p.stat().st_size for p in out.iterdir())),
     }
 

@@ -112,8 +112,8 @@ def dciodvfy_errors(path: Path) -> list[str]:
 
 
 def dsrdump(path: Path) -> subprocess.CompletedProcess[str]:
-    """DCMTK ``dsrdump`` of an SR with long values in full."""
+    """DCMTK ``dsrdump`` of an SR or KOS: long values in full, warnings and errors on stderr."""
     env = {**os.environ, "TCP_NODELAY": "1"}
     return subprocess.run(
-        ["dsrdump", "+Pl", str(path)], capture_output=True, text=True, check=False, env=env
+        ["dsrdump", "-v", "+Pl", str(path)], capture_output=True, text=True, check=False, env=env
     )

@@ -12,7 +12,7 @@ from worker.reports import build_result_documents
 from worker.reports import codes as rc
 from worker.reports.writing import write_dataset
 
-from .conftest import ReadStudy, dciodvfy_errors, report_input
+from .conftest import ReadStudy, dciodvfy_errors, dsrdump, report_input
 
 
 def test_kos_has_no_dciodvfy_errors_and_selects_the_key_images(
@@ -22,6 +22,8 @@ def test_kos_has_no_dciodvfy_errors_and_selects_the_key_images(
     assert docs.kos is not None
     path = write_dataset(docs.kos, tmp_path)
     assert dciodvfy_errors(path) == []
+    run = dsrdump(path)  # DCMTK reads key object selections with its SR code
+    assert run.returncode == 0 and "Key Object Selection" in run.stdout, run.stderr
     kos = pydicom.dcmread(path)
     assert kos.Modality == "KO"
     assert kos.StudyInstanceUID == read_study.headers[0].StudyInstanceUID

@@ -14,7 +14,8 @@ from training.bundle import Bundle
 from training.classes import DISCLAIMER_SYNTHETIC
 from worker.reports import DocumentRef, build_result_documents, not_assessed_input
 from worker.reports import codes as rc
-from worker.reports.identity import PATIENT_STUDY_KEYWORDS, TRIAGE_AID_TEXT
+from worker.reports.headers import PATIENT_STUDY_KEYWORDS
+from worker.reports.identity import TRIAGE_AID_TEXT
 from worker.reports.key_slices import top_slices_for_class
 from worker.reports.sr import reported_probability
 from worker.reports.writing import write_dataset
@@ -90,6 +91,7 @@ def test_dsrdump_reads_the_sr_with_every_finding_and_the_triage_aid_text(
 ) -> None:
     run = dsrdump(sr_file)
     assert run.returncode == 0, run.stderr
+    assert [line for line in run.stderr.splitlines() if line[:2] in ("E:", "F:")] == []
     for name in demo_bundle.class_names:
         assert f'"{rc.finding(name).meaning}"' in run.stdout
     assert TRIAGE_AID_TEXT in run.stdout
@@ -212,7 +214,7 @@ def test_demo_label_appears_exactly_when_a_synthetic_bundle_made_the_result(
 
 
 def test_version_two_lists_the_earlier_sr_as_predecessor(
-    read_study: ReadStudy, demo_bundle: Bundle
+    tmp_path: Path, read_study: ReadStudy, demo_bundle: Bundle
 ) -> None:
     first = build_result_documents(report_input(read_study, demo_bundle)).sr
     assert "PredecessorDocumentsSequence" not in first
@@ -230,6 +232,7 @@ def test_version_two_lists_the_earlier_sr_as_predecessor(
     assert instance.ReferencedSOPInstanceUID == first.SOPInstanceUID
     assert instance.ReferencedSOPClassUID == first.SOPClassUID
     assert second.SOPInstanceUID != first.SOPInstanceUID
+    assert dciodvfy_errors(write_dataset(second, tmp_path)) == []
 
 
 def test_a_key_slice_without_its_header_is_refused(

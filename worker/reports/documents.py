@@ -6,11 +6,13 @@ while it holds the model (:mod:`worker.reports.key_images`) and passes them in t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
+from worker.reports.headers import completed_all
 from worker.reports.inputs import ReportInput
 from worker.reports.kos import build_kos
 from worker.reports.secondary_capture import build_key_images
@@ -50,6 +52,7 @@ def build_result_documents(inp: ReportInput, *, key_images: bool = True) -> Resu
     ValueError
         If a slice the documents name has no header in ``inp.headers``.
     """
+    inp = dataclasses.replace(inp, headers=completed_all(inp.headers))
     uids = result_uids(
         inp.study_instance_uid, inp.study_version, inp.bundle_sha256, inp.destination_kind
     )

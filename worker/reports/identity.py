@@ -7,7 +7,6 @@ use"; the wording lives here once so the three documents cannot drift apart.
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime
 
 from highdicom import ContentQualificationValues
@@ -29,34 +28,6 @@ TRIAGE_AID_TEXT = (
     "Triage aid, not a diagnosis: an algorithm reordered the worklist; "
     "a radiologist reads every study."
 )
-
-
-# Patient and study attributes (Type 2: present, may be empty) that highdicom copies from
-# the first evidence item and reads as attributes; some scanners leave them out.
-PATIENT_STUDY_KEYWORDS = (
-    "PatientID",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-)
-
-
-def study_reference(inp: ReportInput) -> Dataset:
-    """A copy of the first source header whose patient and study attributes are all present.
-
-    What the source left out stays empty in our documents (Type 2) instead of stopping
-    the build; the caller's datasets are not touched.
-    """
-    reference = copy.deepcopy(inp.headers[0])
-    for keyword in PATIENT_STUDY_KEYWORDS:
-        if keyword not in reference:
-            setattr(reference, keyword, "")
-    return reference
 
 
 def disclaimer(inp: ReportInput) -> str:

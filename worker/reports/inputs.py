@@ -19,6 +19,7 @@ from pydicom.uid import Comprehensive3DSRStorage
 
 from db.vocabulary import Priority
 from training.classes import DISCLAIMER_SYNTHETIC
+from triage.uids import require_uid
 
 if TYPE_CHECKING:
     from db.models import Prediction
@@ -102,6 +103,7 @@ class ReportInput:
         studies = {str(ds.get("StudyInstanceUID", "")) for ds in self.headers}
         if len(studies) != 1 or "" in studies:
             raise ValueError(f"headers: must all carry one StudyInstanceUID (got {studies})")
+        require_uid(next(iter(studies)), "headers: StudyInstanceUID")  # never copy a bad one
         if not self.class_names:
             raise ValueError("class_names: the bundle's class list must not be empty")
         if self.study_version < 1:

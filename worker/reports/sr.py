@@ -34,13 +34,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from worker.reports import codes as rc
+from worker.reports.headers import describable, study_reference
 from worker.reports.identity import (
     algorithm,
     device_observer,
     disclaimer,
     header_kwargs,
     stamp_creation,
-    study_reference,
 )
 from worker.reports.inputs import ReportInput
 from worker.reports.key_slices import top_slices_for_class
@@ -178,7 +178,7 @@ def _library_images(inp: ReportInput) -> list[Dataset]:
                     chosen.setdefault(
                         key.sop_instance_uid, _required_header(inp, key.sop_instance_uid)
                     )
-    return list(chosen.values())
+    return [ds for ds in chosen.values() if describable(ds)]
 
 
 def build_sr(inp: ReportInput, uids: ResultUids) -> Comprehensive3DSR:
@@ -202,7 +202,7 @@ def build_sr(inp: ReportInput, uids: ResultUids) -> Comprehensive3DSR:
         referenced_images=library or None,
     )
     report[0].ContentSequence.append(_evaluations(inp))
-    reference = study_reference(inp)
+    reference = study_reference(inp.headers[0])
     evidence = [
         reference,
         *(ds for ds in inp.headers if ds.SOPInstanceUID != reference.SOPInstanceUID),
