@@ -355,16 +355,6 @@ def requeue_dead(
     return requeued
 
 
-def next_due_at(session: Session) -> datetime | None:
-    """When the next delivery falls due (None: nothing is waiting)."""
-    return session.scalar(
-        select(Delivery.next_attempt_at)
-        .where(Delivery.state.in_(DUE_STATES))
-        .order_by(Delivery.next_attempt_at)
-        .limit(1)
-    )
-
-
 def deliveries(session: Session, *, state: DeliveryState | None = None) -> list[dict[str, Any]]:
     """Every delivery with its study, state, attempts, last error and next attempt, for audit."""
     query = (

@@ -117,6 +117,3 @@ class WebhookDestination:
         if parts.username or parts.password:
             raise ValueError("webhook URLs must not carry credentials (use TRIAGE_WEBHOOK_SECRET)")
         return cls(url)
-
-
-Destination = DicomDestination | Hl7Destination | WebhookDestination

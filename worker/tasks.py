@@ -419,6 +419,8 @@ def _judge(
         device=runtime.device,
         batch_size=runtime.batch_size,
         judge=not inadequate,
+        # the key images' Grad-CAM reuses what the model saw (only when results are sent)
+        keep_input=runtime.settings.delivery.any and runtime.settings.delivery.key_images,
     )
     return result, assess(inadequate, bundle.input_domain.summary, result.embeddings)
 

@@ -52,6 +52,33 @@ class Outbox:
             session.commit()
             return [row.id for row in rows]
 
+    def new_version(self, priority: Priority) -> int:
+        """Late images made version 2 of the study; its prediction (a new id) is stored."""
+        with self.sessions() as session:
+            first = session.get(Prediction, self.prediction_id)
+            study = session.get(Study, self.study_id)
+            assert first is not None and study is not None
+            study.version = 2
+            study.state = StudyState.PREDICTED
+            second = Prediction(
+                study_id=self.study_id,
+                study_version=2,
+                series_instance_uid=first.series_instance_uid,
+                bundle_name=first.bundle_name,
+                bundle_version=first.bundle_version,
+                bundle_sha256=first.bundle_sha256,
+                synthetic_demo=first.synthetic_demo,
+                probabilities={**first.probabilities, "subdural": 0.31},
+                flags={**first.flags, "subdural": False, "any": False},
+                thresholds=first.thresholds,
+                priority=priority,
+                slice_scores=[],
+                timings={},
+            )
+            session.add(second)
+            session.commit()
+            return second.id
+
     def rows(self) -> list[Delivery]:
         with self.sessions() as session:
             return list(session.query(Delivery).order_by(Delivery.id))

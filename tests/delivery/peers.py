@@ -89,8 +89,11 @@ class DcmtkStoreScp:
 class PynetdicomScp:
     """A pynetdicom SCP for C-STORE and UPS Push whose answers the test scripts."""
 
-    def __init__(self, aet: str = "SCRIPTED", store_status: int = 0x0000) -> None:
+    def __init__(
+        self, aet: str = "SCRIPTED", store_status: int = 0x0000, ssl_context: Any = None
+    ) -> None:
         self.aet = aet
+        self.ssl_context = ssl_context
         self.port = free_port()
         self.store_status = store_status
         self.stored: list[Dataset] = []
@@ -102,7 +105,8 @@ class PynetdicomScp:
 
     @property
     def destination(self) -> str:
-        return f"{self.aet}@127.0.0.1:{self.port}"
+        tls = "+tls" if self.ssl_context is not None else ""
+        return f"{self.aet}@127.0.0.1:{self.port}{tls}"
 
     def _on_store(self, event: Any) -> int:
         if self.store_status == 0x0000:
@@ -119,7 +123,10 @@ class PynetdicomScp:
     def start(self) -> None:
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_N_CREATE, self._on_create)]
         self._server = self._ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=handlers
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=handlers,
+            ssl_context=self.ssl_context,
         )
 
     def stop(self) -> None:

@@ -9,7 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from db.vocabulary import DeliveryState
+from sqlalchemy import select
+
+from db.models import AuditEvent
+from db.vocabulary import AuditEventType, DeliveryState, Priority
 from tests.delivery.conftest import Outbox
 from tests.delivery.peers import (
     DcmtkStoreScp,
@@ -76,6 +79,11 @@ def test_dicom_failure_status_is_dead_with_the_status(make_outbox: Callable[...,
     assert row.state == DEAD and row.attempts == 1
     assert "status 0xA700" in (row.last_error or "")
     assert box.study_state() == "predicted"  # not every destination acknowledged
+    with box.sessions() as session:
+        [event] = session.scalars(
+            select(AuditEvent).where(AuditEvent.event_type == AuditEventType.DELIVERY_FAILED)
+        ).all()
+    assert event.detail["delivery_id"] == row.id and "0xA700" in event.detail["reason"]
 
 
 def test_hl7_nak_then_ack_is_delivered_once(make_outbox: Callable[..., Outbox]) -> None:
@@ -205,3 +213,29 @@ def test_study_is_delivered_only_when_every_destination_acknowledged(
     states = {row.channel: row.state for row in box.rows()}
     assert states == {"webhook": SENT, "hl7": RETRYING}
     assert box.study_state() == "predicted"
+
+
+def test_a_new_version_is_sent_as_a_correction_with_its_new_priority(
+    make_outbox: Callable[..., Outbox],
+) -> None:
+    server = MllpServer([])
+    server.start()
+    try:
+        box = make_outbox()
+        box.queue(("hl7", server.destination))
+        run_until_settled(box)
+        second = box.new_version(Priority.URGENT)
+        box.queue(("hl7", server.destination), version_of=second)
+        run_until_settled(box)
+    finally:
+        server.stop()
+    first_message, correction = server.messages
+    assert str(first_message.segment("OBR")(25)) == "F"
+    assert str(correction.segment("OBR")(25)) == "C"
+    assert {str(obx(11)) for obx in correction.segments("OBX")} == {"C"}
+    assert str(correction.segment("OBR")(5)) == "A"  # urgent
+    observations = {str(obx(3)(1)(1)): obx for obx in correction.segments("OBX")}
+    assert str(observations["PRIORITY"](5)) == "urgent"
+    assert str(observations["SUBDURAL"](8)) == "N"
+    assert str(first_message.segment("MSH")(10)) != str(correction.segment("MSH")(10))
+    assert box.study_state() == "delivered"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.uid import (
     Comprehensive3DSRStorage,
     KeyObjectSelectionDocumentStorage,
@@ -152,3 +153,34 @@ def test_without_destinations_nothing_is_built_or_queued(
     with runtime.sessions() as session:
         assert session.scalars(select(Delivery)).all() == []
     assert not (settings.spool.dir / "results").exists()
+
+
+def test_a_new_version_names_the_earlier_sr_as_its_predecessor(
+    make_settings, database_url, tiny_bundle, lesion_studies, poll, send_study, destinations
+) -> None:
+    pacs, _ = destinations
+    settings, study_id = _received_study(
+        make_settings,
+        database_url,
+        tiny_bundle,
+        lesion_studies("subdural"),
+        poll,
+        send_study,
+        dicom_destinations=pacs.destination,
+        key_images=False,
+    )
+    runtime = WorkerRuntime.from_settings(settings)
+    run_study(study_id, 1, runtime=runtime)
+    with runtime.sessions() as session:  # late images completed the study again
+        study = session.get(Study, study_id)
+        study.version, study.state = 2, StudyState.QUEUED
+        session.commit()
+    assert run_study(study_id, 2, runtime=runtime).delivery_ids
+    with runtime.sessions() as session:
+        first, second = session.scalars(select(Delivery).order_by(Delivery.id)).all()
+    assert first.document_uids["sr"] != second.document_uids["sr"]
+    [sr] = [p for p in Path(second.result_dir).iterdir() if p.suffix == ".dcm"]
+    document = dcmread(sr)
+    [predecessor] = document.PredecessorDocumentsSequence
+    referenced = predecessor.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert referenced.ReferencedSOPInstanceUID == first.document_uids["sr"]

@@ -57,8 +57,14 @@ class DeliveryRunner:
 
     @property
     def lease(self) -> timedelta:
-        """How long a claim holds a row: enough for a connection and a few acknowledgements."""
-        return timedelta(seconds=self._settings.delivery.ack_timeout * 4 + 5)
+        """How long a claim holds a row: a connection plus an acknowledgement per object.
+
+        The largest delivery is the DICOM one: SR, the key images and the KOS, each waiting
+        up to the acknowledgement timeout. A live send that still outlasts its lease is sent
+        again by another claimer, which is harmless (the same UIDs), never lost.
+        """
+        cfg = self._settings.delivery
+        return timedelta(seconds=cfg.ack_timeout * (cfg.key_image_count + 4) + 5)
 
     def run_due(self, *, ids: list[int] | None = None, limit: int = 10) -> list[Settled]:
         """Claim and send due deliveries (only ``ids`` if given) until none is left."""
@@ -177,25 +183,19 @@ class DeliveryRunner:
 
 
 class DeliveryLoop:
-    """Runs :meth:`DeliveryRunner.run_due` every ``poll_seconds`` (sooner when woken)."""
+    """Runs :meth:`DeliveryRunner.run_due` every ``poll_seconds`` until stopped."""
 
     def __init__(self, runner: DeliveryRunner, poll_seconds: float) -> None:
         self._runner = runner
         self._poll = poll_seconds
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery-loop", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def wake(self) -> None:
-        """Look now instead of at the next tick."""
-        self._wake.set()
-
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
-        self._wake.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -204,5 +204,4 @@ class DeliveryLoop:
                 self._runner.run_due()
             except Exception:
                 log.exception("delivery sweep failed; will retry")
-            self._wake.wait(self._poll)
-            self._wake.clear()
+            self._stop.wait(self._poll)
