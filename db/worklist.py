@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, case, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db.models import (
     Acknowledgement,
@@ -48,22 +48,34 @@ class StudyFilter:
     assessed: bool | None = None
 
 
-def _latest_deployed() -> Any:
-    """Subquery: study id -> id of its newest deployed (non-shadow) prediction."""
+def _latest_deployed_id() -> Any:
+    """Correlated scalar: the id of the study's newest deployed (non-shadow) prediction.
+
+    Correlated rather than a grouped subquery: each study costs one index seek on
+    predictions(study_id), where a grouped subquery is materialised and joined unindexed.
+    """
     return (
-        select(Prediction.study_id, func.max(Prediction.id).label("prediction_id"))
-        .where(Prediction.shadow.is_(False))
-        .group_by(Prediction.study_id)
-        .subquery()
+        select(func.max(Prediction.id))
+        .where(Prediction.study_id == Study.id, Prediction.shadow.is_(False))
+        .correlate(Study)
+        .scalar_subquery()
     )
 
 
 def _delivered_clause() -> Any:
+    any_prediction = aliased(Prediction)  # not the outer query's latest prediction
     return exists(
         select(Delivery.id)
-        .join(Prediction, Prediction.id == Delivery.prediction_id)
-        .where(Prediction.study_id == Study.id, Delivery.state == DeliveryState.DELIVERED)
+        .join(any_prediction, any_prediction.id == Delivery.prediction_id)
+        .where(any_prediction.study_id == Study.id, Delivery.state == DeliveryState.DELIVERED)
     )
+
+
+def _needs_prediction(flt: StudyFilter) -> bool:
+    return bool(
+        flt.finding or flt.min_probability is not None or flt.priorities
+        or flt.bundle_version or flt.assessed is not None
+    )  # fmt: skip
 
 
 def _filtered(query: Select[Any], flt: StudyFilter) -> Select[Any]:
@@ -96,12 +108,10 @@ def _filtered(query: Select[Any], flt: StudyFilter) -> Select[Any]:
 
 
 def _base(columns: list[Any]) -> Select[Any]:
-    latest = _latest_deployed()
     return (
         select(*columns)
         .select_from(Study)
-        .outerjoin(latest, latest.c.study_id == Study.id)
-        .outerjoin(Prediction, Prediction.id == latest.c.prediction_id)
+        .outerjoin(Prediction, Prediction.id == _latest_deployed_id())
     )
 
 
@@ -138,27 +148,47 @@ def list_studies(
     *,
     limit: int = 50,
     offset: int = 0,
-    with_curves: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of studies, most pressing first, and the total matching ``flt``.
 
-    ``with_curves`` adds each result's per-slice scores (the worklist's thumbnail).
+    Two steps so that the sort over every study handles narrow rows only: the page's ids
+    in rank order, then the page's columns for those ids alone. The per-slice scores are
+    not read here (they are the largest JSON): see :func:`slice_scores_of`.
     """
-    columns = [*_LIST_COLUMNS, _RANK.label("rank"), _delivered_clause().label("delivered")]
-    if with_curves:
-        columns.append(Prediction.slice_scores)
-    query = _filtered(_base(columns), flt)
-    rows = session.execute(
-        query.order_by("rank", Study.first_received_at, Study.id).limit(limit).offset(offset)
-    ).all()
-    total = session.scalar(_filtered(_base([func.count(Study.id)]), flt)) or 0
-    acks = _acknowledgements(session, [(row.id, row.version) for row in rows])
+    ranked = _filtered(_base([Study.id]), flt)
+    page_ids = list(
+        session.scalars(
+            ranked.order_by(_RANK, Study.first_received_at, Study.id).limit(limit).offset(offset)
+        )
+    )
+    if _needs_prediction(flt):
+        counted = _filtered(_base([func.count(Study.id)]), flt)
+    else:  # no join needed to count
+        counted = _filtered(select(func.count(Study.id)).select_from(Study), flt)
+    total = int(session.scalar(counted) or 0)
+    if not page_ids:
+        return [], total
+    columns = [*_LIST_COLUMNS, _delivered_clause().label("delivered")]
+    by_id = {row.id: row for row in session.execute(_base(columns).where(Study.id.in_(page_ids)))}
+    acks = _acknowledgements(session, [(by_id[i].id, by_id[i].version) for i in page_ids])
     items = []
-    for row in rows:
-        item = {key: value for key, value in row._mapping.items() if key != "rank"}
+    for study_id in page_ids:
+        row = by_id[study_id]
+        item = dict(row._mapping)
         item["acknowledged_by"] = acks.get((row.id, row.version), [])
         items.append(item)
-    return items, int(total)
+    return items, total
+
+
+def slice_scores_of(session: Session, prediction_ids: list[int]) -> dict[int, list[Any]]:
+    """Prediction id -> its per-slice scores, for the given predictions (never changed
+    once stored, so a caller may keep them)."""
+    if not prediction_ids:
+        return {}
+    rows = session.execute(
+        select(Prediction.id, Prediction.slice_scores).where(Prediction.id.in_(prediction_ids))
+    )
+    return {pid: scores or [] for pid, scores in rows}
 
 
 def _acknowledgements(

@@ -122,9 +122,10 @@ def serve() -> None:
     settings = _settings()
     service = start_listener(settings)
     worker_process = subprocess.Popen([sys.executable, "-m", "triage.cli", "worker"])
-    from triage.web.server import start_in_thread
+    from triage.web.server import make_server, serve_in_thread
 
-    web_server, _ = start_in_thread(settings)
+    web_server = make_server(settings)
+    serve_in_thread(web_server)
     click.echo(
         f"pacs-triage serving: DICOM {settings.dicom.ae_title}@{settings.dicom.bind}:{service.port}, "
         f"web {settings.web.bind}:{settings.web.port}, "
