@@ -27,9 +27,28 @@ from db.models import (
 from db.vocabulary import DeliveryState, Priority, StudyState
 
 PENDING_RANK = len(Priority)  # no result yet: after every priority, never "routine"
-_RANK = case(
-    *[(Prediction.priority == p, rank) for rank, p in enumerate(Priority)], else_=PENDING_RANK
-)
+
+
+def _rank() -> Any:
+    """The study's worklist rank: the priority of its newest deployed result, else pending.
+
+    A correlated lookup answered from the index ix_predictions_latest (study, shadow, id,
+    priority) alone, so ranking every study reads no prediction row (rows carry the JSON).
+    """
+    latest_priority = (
+        select(Prediction.priority)
+        .where(Prediction.study_id == Study.id, Prediction.shadow.is_(False))
+        .order_by(Prediction.id.desc())
+        .limit(1)
+        .correlate(Study)
+        .scalar_subquery()
+    )
+    # CASE x WHEN ...: the lookup runs once per study, not once per priority.
+    return case(
+        {p.value: rank for rank, p in enumerate(Priority)},
+        value=latest_priority,
+        else_=PENDING_RANK,
+    )
 
 
 @dataclass(frozen=True)
@@ -155,17 +174,19 @@ def list_studies(
     in rank order, then the page's columns for those ids alone. The per-slice scores are
     not read here (they are the largest JSON): see :func:`slice_scores_of`.
     """
-    ranked = _filtered(_base([Study.id]), flt)
+    # The result's columns are joined only when a filter needs them.
+    joined = _needs_prediction(flt)
+    ids = _base([Study.id]) if joined else select(Study.id)
+    counted = _base([func.count(Study.id)]) if joined else select(func.count(Study.id))
     page_ids = list(
         session.scalars(
-            ranked.order_by(_RANK, Study.first_received_at, Study.id).limit(limit).offset(offset)
+            _filtered(ids, flt)
+            .order_by(_rank(), Study.first_received_at, Study.id)
+            .limit(limit)
+            .offset(offset)
         )
     )
-    if _needs_prediction(flt):
-        counted = _filtered(_base([func.count(Study.id)]), flt)
-    else:  # no join needed to count
-        counted = _filtered(select(func.count(Study.id)).select_from(Study), flt)
-    total = int(session.scalar(counted) or 0)
+    total = int(session.scalar(_filtered(counted, flt)) or 0)
     if not page_ids:
         return [], total
     columns = [*_LIST_COLUMNS, _delivered_clause().label("delivered")]

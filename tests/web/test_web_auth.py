@@ -160,7 +160,9 @@ def test_https_when_a_certificate_is_configured(
     server, url = serve(settings, sessions)
     try:
         https = url.replace("http://", "https://")
-        with httpx.Client(base_url=https, verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as browser:
+        with httpx.Client(
+            base_url=https, verify=ssl.create_default_context(cafile=str(cert)), timeout=10
+        ) as browser:
             response = sign_in(browser, token)
             assert response.status_code == 303
             cookie = next(

@@ -29,29 +29,30 @@ def slice_curve(slice_scores: Sequence[dict[str, Any]]) -> list[float]:
 
 
 class CurveCache:
-    """Prediction id -> its slice curve, kept by the app between requests.
+    """Prediction id -> its drawn slice-curve thumbnail, kept by the app between requests.
 
-    A stored prediction never changes (keyed inserts only), so its curve never goes stale;
-    decoding every row's slice scores (the largest JSON of a result) on every worklist
-    refresh would cost more than the rest of the page. Bounded, oldest entries dropped.
+    A stored prediction never changes (keyed inserts only), so its thumbnail never goes
+    stale; decoding every row's slice scores (the largest JSON of a result) and drawing
+    them on every worklist refresh would cost more than the rest of the page. Bounded,
+    oldest entries dropped.
     """
 
     def __init__(self, size: int = 20_000) -> None:
         self._size = size
-        self._curves: OrderedDict[int, list[float]] = OrderedDict()
+        self._curves: OrderedDict[int, Markup] = OrderedDict()
         self._lock = threading.Lock()
 
     def get_many(
         self,
         prediction_ids: list[int],
         load: Callable[[list[int]], dict[int, list[Any]]],
-    ) -> dict[int, list[float]]:
-        """Curves of ``prediction_ids``; ``load`` reads the slice scores of those missing."""
+    ) -> dict[int, Markup]:
+        """Thumbnails of ``prediction_ids``; ``load`` reads the slice scores of those missing."""
         with self._lock:
             found = {i: self._curves[i] for i in prediction_ids if i in self._curves}
         missing = [i for i in prediction_ids if i not in found]
         if missing:
-            loaded = {i: slice_curve(scores) for i, scores in load(missing).items()}
+            loaded = {i: curve_svg(slice_curve(scores)) for i, scores in load(missing).items()}
             found.update(loaded)
             with self._lock:
                 self._curves.update(loaded)

@@ -52,7 +52,7 @@ from triage.web.context import client_address, web_context
 from triage.web.curve import curve_svg, slice_curve
 from triage.web.key_images import key_image_url
 from triage.web.routes_studies import StudyId, acknowledge_study
-from triage.web.schemas import DEMO_LABEL, TRIAGE_AID, result_label
+from triage.web.schemas import DEMO_LABEL, TRIAGE_AID, ResultDetail, ResultSummary, result_label
 from triage.web.study_views import detail, list_item
 
 router = APIRouter(include_in_schema=False)
@@ -78,8 +78,14 @@ def ago(value: datetime, now: datetime | None = None) -> str:
     return f"{minutes // (24 * 60)} d"
 
 
+def flagged_findings(result: ResultSummary | ResultDetail) -> list[tuple[str, float]]:
+    """(class, probability) of every flagged class, most probable first (the badges)."""
+    found = [(name, result.probabilities.get(name, 0.0)) for name, on in result.flags.items() if on]
+    return sorted(found, key=lambda pair: -pair[1])
+
+
 templates.env.globals.update(
-    curve_svg=curve_svg,
+    flagged_findings=flagged_findings,
     key_image_url=key_image_url,
     ago=ago,
     result_label=result_label,
@@ -192,7 +198,7 @@ def _worklist_rows(request: Request, principal: Principal, session: DbSession) -
         [row["prediction_id"] for row in rows if row["prediction_id"] is not None],
         lambda ids: slice_scores_of(session, ids),
     )
-    items = [(list_item(row), curves.get(row["prediction_id"], [])) for row in rows]
+    items = [(list_item(row), curves.get(row["prediction_id"], "")) for row in rows]
     return {
         "items": items,
         "total": total,
