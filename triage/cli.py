@@ -121,11 +121,11 @@ def serve() -> None:
 
     settings = _settings()
     service = start_listener(settings)
-    worker_process = subprocess.Popen([sys.executable, "-m", "triage.cli", "worker"])
     from triage.web.server import make_server, serve_in_thread
 
     web_server = make_server(settings)
-    serve_in_thread(web_server)
+    serve_in_thread(web_server)  # before the worker: a busy web port stops serve at once
+    worker_process = subprocess.Popen([sys.executable, "-m", "triage.cli", "worker"])
     click.echo(
         f"pacs-triage serving: DICOM {settings.dicom.ae_title}@{settings.dicom.bind}:{service.port}, "
         f"web {settings.web.bind}:{settings.web.port}, "

@@ -53,9 +53,12 @@ def serve_in_thread(server: uvicorn.Server, *, timeout: float = 15.0) -> int:
     RuntimeError
         When the server has not started within ``timeout`` seconds.
     """
-    threading.Thread(target=server.run, name="web", daemon=True).start()
+    thread = threading.Thread(target=server.run, name="web", daemon=True)
+    thread.start()
     deadline = time.monotonic() + timeout
     while not (server.started and server.servers):
+        if not thread.is_alive():  # uvicorn exits its thread when it cannot bind
+            raise RuntimeError("the web server stopped at start (see its log: port in use?)")
         if time.monotonic() > deadline:
             raise RuntimeError("the web server did not start")
         time.sleep(0.02)
