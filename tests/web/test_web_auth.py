@@ -7,18 +7,21 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from db.engine import make_engine, make_session_factory
+from db.models import utcnow
 from db.users import add_user, revoke_user
 from db.vocabulary import AuditEventType, WebRole
 from tests.web.conftest import WebRig, serve
 from tests.web.seed import add_study
 from tests.web.signin import form_csrf, sign_in
 from triage.settings import Settings
+from triage.web import auth
 from triage.web.auth import SESSION_COOKIE
 
 PATIENT_DATA = ["/api/studies", "/api/studies/1", "/api/audit", "/api/audit/export", "/metrics"]
@@ -110,7 +113,11 @@ def test_sign_in_form_without_its_csrf_cookie_is_refused(web: WebRig) -> None:
     assert SESSION_COOKIE not in response.cookies
 
 
-def test_repeated_failed_sign_ins_are_slowed_down(web: WebRig) -> None:
+def test_repeated_failed_sign_ins_are_slowed_down(
+    web: WebRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 2 s instead of 1 s for the first wait, so a slow shared test machine keeps the margins.
+    monkeypatch.setattr(auth, "FIRST_WAIT_SECONDS", 2.0)
     with web.client() as browser:
         for _ in range(3):  # the first failures cost nothing
             assert sign_in(browser, "wrong-token").status_code == 401
@@ -118,15 +125,24 @@ def test_repeated_failed_sign_ins_are_slowed_down(web: WebRig) -> None:
         refused = sign_in(browser, web.tokens[WebRole.RADIOLOGIST])
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
-        time.sleep(1.1)
-        assert sign_in(browser, "wrong-again").status_code == 401  # 4th failure: waits 2 s
-        time.sleep(0.5)
+        time.sleep(2.1)
+        assert sign_in(browser, "wrong-again").status_code == 401  # 4th failure: waits 4 s
+        time.sleep(0.2)
         assert sign_in(browser, web.tokens[WebRole.RADIOLOGIST]).status_code == 429
-        time.sleep(1.6)
+        time.sleep(4.1)
         assert sign_in(browser, web.tokens[WebRole.RADIOLOGIST]).status_code == 303
     events = [e.event_type for e in web.audit_rows()]
     assert events.count(AuditEventType.SIGN_IN_FAILED) == 4
     assert events.count(AuditEventType.USER_SIGNED_IN) == 1
+
+
+def test_sign_in_wait_doubles_after_the_free_failures() -> None:
+    newest = utcnow()
+    assert auth.sign_in_wait(2, newest, newest) == 0.0
+    assert auth.sign_in_wait(3, newest, newest) == 1.0
+    assert auth.sign_in_wait(5, newest, newest) == 4.0
+    assert auth.sign_in_wait(5, newest, newest + timedelta(seconds=3)) == 1.0
+    assert auth.sign_in_wait(40, newest, newest) == auth.MAX_WAIT_SECONDS
 
 
 def test_security_headers_on_pages_api_and_assets(web: WebRig) -> None:
