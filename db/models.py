@@ -205,6 +205,9 @@ class Prediction(Base):
 
     __table_args__ = (
         UniqueConstraint("study_id", "study_version", "bundle_sha256", name="uq_prediction_key"),
+        # The worklist ranks every study by its newest deployed result's priority from this
+        # index alone (rows are large: they carry the slice scores).
+        Index("ix_predictions_latest", "study_id", "shadow", "id", "priority"),
     )
 
 

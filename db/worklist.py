@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, case, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db.models import (
     Acknowledgement,
@@ -27,9 +27,28 @@ from db.models import (
 from db.vocabulary import DeliveryState, Priority, StudyState
 
 PENDING_RANK = len(Priority)  # no result yet: after every priority, never "routine"
-_RANK = case(
-    *[(Prediction.priority == p, rank) for rank, p in enumerate(Priority)], else_=PENDING_RANK
-)
+
+
+def _rank() -> Any:
+    """The study's worklist rank: the priority of its newest deployed result, else pending.
+
+    A correlated lookup answered from the index ix_predictions_latest (study, shadow, id,
+    priority) alone, so ranking every study reads no prediction row (rows carry the JSON).
+    """
+    latest_priority = (
+        select(Prediction.priority)
+        .where(Prediction.study_id == Study.id, Prediction.shadow.is_(False))
+        .order_by(Prediction.id.desc())
+        .limit(1)
+        .correlate(Study)
+        .scalar_subquery()
+    )
+    # CASE x WHEN ...: the lookup runs once per study, not once per priority.
+    return case(
+        {p.value: rank for rank, p in enumerate(Priority)},
+        value=latest_priority,
+        else_=PENDING_RANK,
+    )
 
 
 @dataclass(frozen=True)
@@ -48,22 +67,34 @@ class StudyFilter:
     assessed: bool | None = None
 
 
-def _latest_deployed() -> Any:
-    """Subquery: study id -> id of its newest deployed (non-shadow) prediction."""
+def _latest_deployed_id() -> Any:
+    """Correlated scalar: the id of the study's newest deployed (non-shadow) prediction.
+
+    Correlated rather than a grouped subquery: each study costs one index seek on
+    predictions(study_id), where a grouped subquery is materialised and joined unindexed.
+    """
     return (
-        select(Prediction.study_id, func.max(Prediction.id).label("prediction_id"))
-        .where(Prediction.shadow.is_(False))
-        .group_by(Prediction.study_id)
-        .subquery()
+        select(func.max(Prediction.id))
+        .where(Prediction.study_id == Study.id, Prediction.shadow.is_(False))
+        .correlate(Study)
+        .scalar_subquery()
     )
 
 
 def _delivered_clause() -> Any:
+    any_prediction = aliased(Prediction)  # not the outer query's latest prediction
     return exists(
         select(Delivery.id)
-        .join(Prediction, Prediction.id == Delivery.prediction_id)
-        .where(Prediction.study_id == Study.id, Delivery.state == DeliveryState.SENT)
+        .join(any_prediction, any_prediction.id == Delivery.prediction_id)
+        .where(any_prediction.study_id == Study.id, Delivery.state == DeliveryState.SENT)
     )
+
+
+def _needs_prediction(flt: StudyFilter) -> bool:
+    return bool(
+        flt.finding or flt.min_probability is not None or flt.priorities
+        or flt.bundle_version or flt.assessed is not None
+    )  # fmt: skip
 
 
 def _filtered(query: Select[Any], flt: StudyFilter) -> Select[Any]:
@@ -96,12 +127,10 @@ def _filtered(query: Select[Any], flt: StudyFilter) -> Select[Any]:
 
 
 def _base(columns: list[Any]) -> Select[Any]:
-    latest = _latest_deployed()
     return (
         select(*columns)
         .select_from(Study)
-        .outerjoin(latest, latest.c.study_id == Study.id)
-        .outerjoin(Prediction, Prediction.id == latest.c.prediction_id)
+        .outerjoin(Prediction, Prediction.id == _latest_deployed_id())
     )
 
 
@@ -138,27 +167,49 @@ def list_studies(
     *,
     limit: int = 50,
     offset: int = 0,
-    with_curves: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of studies, most pressing first, and the total matching ``flt``.
 
-    ``with_curves`` adds each result's per-slice scores (the worklist's thumbnail).
+    Two steps so that the sort over every study handles narrow rows only: the page's ids
+    in rank order, then the page's columns for those ids alone. The per-slice scores are
+    not read here (they are the largest JSON): see :func:`slice_scores_of`.
     """
-    columns = [*_LIST_COLUMNS, _RANK.label("rank"), _delivered_clause().label("delivered")]
-    if with_curves:
-        columns.append(Prediction.slice_scores)
-    query = _filtered(_base(columns), flt)
-    rows = session.execute(
-        query.order_by("rank", Study.first_received_at, Study.id).limit(limit).offset(offset)
-    ).all()
-    total = session.scalar(_filtered(_base([func.count(Study.id)]), flt)) or 0
-    acks = _acknowledgements(session, [(row.id, row.version) for row in rows])
+    # The result's columns are joined only when a filter needs them.
+    joined = _needs_prediction(flt)
+    ids = _base([Study.id]) if joined else select(Study.id)
+    counted = _base([func.count(Study.id)]) if joined else select(func.count(Study.id))
+    page_ids = list(
+        session.scalars(
+            _filtered(ids, flt)
+            .order_by(_rank(), Study.first_received_at, Study.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    )
+    total = int(session.scalar(_filtered(counted, flt)) or 0)
+    if not page_ids:
+        return [], total
+    columns = [*_LIST_COLUMNS, _delivered_clause().label("delivered")]
+    by_id = {row.id: row for row in session.execute(_base(columns).where(Study.id.in_(page_ids)))}
+    acks = _acknowledgements(session, [(by_id[i].id, by_id[i].version) for i in page_ids])
     items = []
-    for row in rows:
-        item = {key: value for key, value in row._mapping.items() if key != "rank"}
+    for study_id in page_ids:
+        row = by_id[study_id]
+        item = dict(row._mapping)
         item["acknowledged_by"] = acks.get((row.id, row.version), [])
         items.append(item)
-    return items, int(total)
+    return items, total
+
+
+def slice_scores_of(session: Session, prediction_ids: list[int]) -> dict[int, list[Any]]:
+    """Prediction id -> its per-slice scores, for the given predictions (never changed
+    once stored, so a caller may keep them)."""
+    if not prediction_ids:
+        return {}
+    rows = session.execute(
+        select(Prediction.id, Prediction.slice_scores).where(Prediction.id.in_(prediction_ids))
+    )
+    return {pid: scores or [] for pid, scores in rows}
 
 
 def _acknowledgements(

@@ -6,8 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -78,3 +85,29 @@ def test_audit_queries_print_table_json_and_csv_and_are_audited(cli) -> None:  #
             .count()
         )
     assert runs == 3 + 12
+
+
+def test_triage_web_serves_until_terminated(database_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "TRIAGE_DATABASE_URL": database_url, "TRIAGE_VAR_DIR": str(tmp_path),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "triage.cli", "web", "--port", "0"],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        port = None
+        assert process.stderr is not None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            found = re.search(r"running on http://127\.0\.0\.1:(\d+)", line)
+            port = int(found.group(1)) if found else None
+        assert port, "triage web never said where it listens"
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"http://127.0.0.1:{port}/api/studies").status_code == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=20)
+    # uvicorn shuts down cleanly, then re-raises the signal so the exit says why.
+    assert process.returncode in (0, -signal.SIGTERM)
+    assert "Finished server process" in rest

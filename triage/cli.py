@@ -159,11 +159,12 @@ def serve() -> None:
 
     settings = _settings()
     service = start_listener(settings)
+    from triage.web.server import make_server, serve_in_thread
+
+    web_server = make_server(settings)
+    serve_in_thread(web_server)  # before the worker: a busy web port stops serve at once
     worker_process = subprocess.Popen([sys.executable, "-m", "triage.cli", "worker"])
     delivery_process = subprocess.Popen([sys.executable, "-m", "triage.cli", "delivery-worker"])
-    from triage.web.server import start_in_thread
-
-    web_server, _ = start_in_thread(settings)
     click.echo(
         f"pacs-triage serving: DICOM {settings.dicom.ae_title}@{settings.dicom.bind}:{service.port}, "
         f"web {settings.web.bind}:{settings.web.port}, "

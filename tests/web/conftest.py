@@ -3,7 +3,6 @@ with one user of each role."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from db.users import add_user
 from db.vocabulary import WebRole
 from triage.settings import Settings
 from triage.web.app import create_app
+from triage.web.server import serve_in_thread, server_for_app
 
 
 @dataclass
@@ -61,19 +61,10 @@ class WebRig:
 
 def serve(settings: Settings, sessions: sessionmaker[Session]) -> tuple[uvicorn.Server, str]:
     """Start uvicorn on a free port in a thread; (server, base URL) once it listens."""
-    config = uvicorn.Config(
-        create_app(settings, sessions), host="127.0.0.1", port=0, log_level="warning",
-        timeout_graceful_shutdown=1,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 15
-    while not (server.started and server.servers):
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}"
+    settings = settings.model_copy(update={"web": settings.web.model_copy(update={"port": 0})})
+    server = server_for_app(create_app(settings, sessions), settings)
+    server.config.log_level = "warning"
+    return server, f"http://127.0.0.1:{serve_in_thread(server)}"
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ AUDITORS = (WebRole.AUDITOR, WebRole.ADMIN)
 
 FAILURE_WINDOW = timedelta(minutes=15)
 FREE_FAILURES = 3  # a few typos cost nothing
+FIRST_WAIT_SECONDS = 1.0
 MAX_WAIT_SECONDS = 300.0
 
 
@@ -126,12 +127,12 @@ async def check_csrf(request: Request, principal: Principal) -> None:
 def sign_in_wait(failures: int, newest: datetime | None, now: datetime | None = None) -> float:
     """Seconds an address must still wait before its next sign-in is checked.
 
-    Free for the first :data:`FREE_FAILURES` failures, then 1 s doubled with each further
-    failure (capped at :data:`MAX_WAIT_SECONDS`), counted from the newest failure.
+    Free for the first :data:`FREE_FAILURES` failures, then :data:`FIRST_WAIT_SECONDS`
+    doubled with each further failure (capped at :data:`MAX_WAIT_SECONDS`), counted from the newest failure.
     """
     if failures < FREE_FAILURES or newest is None:
         return 0.0
-    wait = min(MAX_WAIT_SECONDS, 2.0 ** (failures - FREE_FAILURES))
+    wait = min(MAX_WAIT_SECONDS, FIRST_WAIT_SECONDS * 2.0 ** (failures - FREE_FAILURES))
     elapsed = ((now or utcnow()) - newest).total_seconds()
     return max(0.0, wait - elapsed)
 

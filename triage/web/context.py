@@ -6,20 +6,22 @@ Kept on ``app.state`` by :func:`triage.web.app.create_app` (no module globals), 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from triage.settings import Settings
+from triage.web.curve import CurveCache
 
 
 @dataclass(frozen=True)
 class WebContext:
-    """The settings and database of one app instance."""
+    """The settings and database of one app instance, and its cache of slice curves."""
 
     settings: Settings
     sessions: sessionmaker[Session]
+    curves: CurveCache = field(default_factory=CurveCache)
 
     @property
     def tls(self) -> bool:

@@ -8,7 +8,9 @@ them instead; until then this curve is the thumbnail.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -26,9 +28,41 @@ def slice_curve(slice_scores: Sequence[dict[str, Any]]) -> list[float]:
     return curve
 
 
-def curve_svg(slice_scores: Sequence[dict[str, Any]], *, label: str = "") -> Markup:
-    """An SVG polyline of :func:`slice_curve` with the top slice as a dot (empty if no data)."""
-    curve = slice_curve(slice_scores)
+class CurveCache:
+    """Prediction id -> its drawn slice-curve thumbnail, kept by the app between requests.
+
+    A stored prediction never changes (keyed inserts only), so its thumbnail never goes
+    stale; decoding every row's slice scores (the largest JSON of a result) and drawing
+    them on every worklist refresh would cost more than the rest of the page. Bounded,
+    oldest entries dropped.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._curves: OrderedDict[int, Markup] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(
+        self,
+        prediction_ids: list[int],
+        load: Callable[[list[int]], dict[int, list[Any]]],
+    ) -> dict[int, Markup]:
+        """Thumbnails of ``prediction_ids``; ``load`` reads the slice scores of those missing."""
+        with self._lock:
+            found = {i: self._curves[i] for i in prediction_ids if i in self._curves}
+        missing = [i for i in prediction_ids if i not in found]
+        if missing:
+            loaded = {i: curve_svg(slice_curve(scores)) for i, scores in load(missing).items()}
+            found.update(loaded)
+            with self._lock:
+                self._curves.update(loaded)
+                while len(self._curves) > self._size:
+                    self._curves.popitem(last=False)
+        return found
+
+
+def curve_svg(curve: Sequence[float], *, label: str = "") -> Markup:
+    """An SVG polyline of a slice curve with the top slice as a dot (empty if no data)."""
     if not curve:
         return Markup("")
     step = (WIDTH - 2 * PAD) / max(1, len(curve) - 1)

@@ -35,7 +35,7 @@ from db.users import (
     record_sign_in_failure,
 )
 from db.vocabulary import AuditEventType
-from db.worklist import StudyFilter, change_marker, list_studies, study_detail
+from db.worklist import StudyFilter, change_marker, list_studies, slice_scores_of, study_detail
 from triage.web.access_log import record_access
 from triage.web.auth import (
     ACKNOWLEDGERS,
@@ -49,10 +49,10 @@ from triage.web.auth import (
     sign_in_wait,
 )
 from triage.web.context import client_address, web_context
-from triage.web.curve import curve_svg
+from triage.web.curve import curve_svg, slice_curve
 from triage.web.key_images import key_image_url
 from triage.web.routes_studies import StudyId, acknowledge_study
-from triage.web.schemas import DEMO_LABEL, TRIAGE_AID, result_label
+from triage.web.schemas import DEMO_LABEL, TRIAGE_AID, ResultDetail, ResultSummary, result_label
 from triage.web.study_views import detail, list_item
 
 router = APIRouter(include_in_schema=False)
@@ -78,8 +78,14 @@ def ago(value: datetime, now: datetime | None = None) -> str:
     return f"{minutes // (24 * 60)} d"
 
 
+def flagged_findings(result: ResultSummary | ResultDetail) -> list[tuple[str, float]]:
+    """(class, probability) of every flagged class, most probable first (the badges)."""
+    found = [(name, result.probabilities.get(name, 0.0)) for name, on in result.flags.items() if on]
+    return sorted(found, key=lambda pair: -pair[1])
+
+
 templates.env.globals.update(
-    curve_svg=curve_svg,
+    flagged_findings=flagged_findings,
     key_image_url=key_image_url,
     ago=ago,
     result_label=result_label,
@@ -182,13 +188,17 @@ def signout(
 
 
 def _worklist_rows(request: Request, principal: Principal, session: DbSession) -> dict[str, Any]:
-    rows, total = list_studies(session, StudyFilter(), limit=WORKLIST_PAGE_SIZE, with_curves=True)
+    rows, total = list_studies(session, StudyFilter(), limit=WORKLIST_PAGE_SIZE)
     record_access(
         session, request, principal, AuditEventType.WORKLIST_VIEWED, action="worklist page",
         detail={"studies": [row["study_instance_uid"] for row in rows], "total": total},
     )  # fmt: skip
     session.commit()
-    items = [(list_item(row), row.get("slice_scores") or []) for row in rows]
+    curves = web_context(request).curves.get_many(
+        [row["prediction_id"] for row in rows if row["prediction_id"] is not None],
+        lambda ids: slice_scores_of(session, ids),
+    )
+    items = [(list_item(row), curves.get(row["prediction_id"], "")) for row in rows]
     return {
         "items": items,
         "total": total,
@@ -239,10 +249,11 @@ def study_page(
     session.commit()
     view = detail(found)
     scores = [s.model_dump() for s in view.result.slice_scores] if view.result else []
+    curve = slice_curve(scores)
     return _page(
         request,
         "study.html",
-        {"study": view, "curve": curve_svg(scores), "principal": principal,
+        {"study": view, "curve": curve_svg(curve), "principal": principal,
          "csrf": principal.csrf_token, "now": utcnow()},
     )  # fmt: skip
 

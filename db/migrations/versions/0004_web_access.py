@@ -64,12 +64,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("study_id", "study_version", "user_id", name="uq_acknowledgement_key"),
     )
-    # The worklist sorts by arrival and the audit log reads by time.
+    # The worklist sorts by arrival and ranks by the newest result's priority (read from
+    # the index alone); the audit log reads by time.
     op.create_index("ix_studies_first_received", "studies", ["first_received_at"], unique=False)
+    op.create_index(
+        "ix_predictions_latest",
+        "predictions",
+        ["study_id", "shadow", "id", "priority"],
+        unique=False,
+    )
     op.create_index("ix_audit_at", "audit_events", ["at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_predictions_latest", table_name="predictions")
     op.drop_index("ix_audit_at", table_name="audit_events")
     op.drop_index("ix_studies_first_received", table_name="studies")
     op.drop_table("web_acknowledgements")
