@@ -565,6 +565,7 @@ def input_domain(
         size=DEMO_DATA["size"],
         held_out_seed=held_out_seed,
         cut_off=cut_off,
+        variation=DEMO_DATA["variation"],
     )
     scores = report.held_out_scores
     click.echo(
