@@ -15,7 +15,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 EPS = 1e-7
-T_MIN, T_MAX = 0.05, 20.0
+T_MIN, T_MAX = 0.5, 20.0
+"""Temperatures are searched in [0.5, 20]: a model may be softened a lot, sharpened at most 2x.
+
+Why the floor: on a small validation split that the model separates perfectly, the log loss
+falls without end as T goes to 0, and the first demo retrain fitted T = 0.05 (logits x 20),
+which would make every error on new data a confident one."""
+MIN_EACH = 5
+"""Fewer positives or negatives than this on validation: the class keeps T = 1."""
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -31,12 +38,13 @@ def _nll(z: np.ndarray, y: np.ndarray, temperature: float) -> float:
 def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
     """Temperature minimising the log loss of ``sigmoid(logit(p) / T)`` on known labels.
 
-    A golden-section search over ``log T`` in [0.05, 20]; 1.0 when the labels hold only one
-    value (nothing to calibrate against).
+    A golden-section search over ``log T`` in [``T_MIN``, ``T_MAX``]; 1.0 when either label
+    value has fewer than ``MIN_EACH`` examples (too little to calibrate against).
     """
     known = ~np.isnan(y)
     yk, zk = y[known].astype(np.float64), _logit(p[known])
-    if yk.size == 0 or yk.min() == yk.max():
+    positives = int(yk.sum())
+    if positives < MIN_EACH or yk.size - positives < MIN_EACH:
         return 1.0
     lo, hi = math.log(T_MIN), math.log(T_MAX)
     ratio = (math.sqrt(5) - 1) / 2

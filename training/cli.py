@@ -425,6 +425,22 @@ def explain(bundle: Path | None, file: Path, out: Path, class_name: str | None) 
     click.echo(f"{out}: Grad-CAM for {found.class_name} (p={found.probability:.3f})")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--target-sensitivity",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="New target for the thresholds (default: the run's own).",
+)
+def recalibrate(run_dir: Path, target_sensitivity: float | None) -> None:
+    """Re-fit a finished run's calibration, thresholds and reports (no training); then export."""
+    from training.recalibrate import recalibrate_run
+
+    report = recalibrate_run(run_dir, target_sensitivity)
+    for split, block in report.items():
+        _print_level(f"{split} study", block["study"])
+
+
 @main.command("operating-point")
 @click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="New bundle folder.")
@@ -565,6 +581,7 @@ def input_domain(
         size=DEMO_DATA["size"],
         held_out_seed=held_out_seed,
         cut_off=cut_off,
+        variation=DEMO_DATA["variation"],
     )
     scores = report.held_out_scores
     click.echo(

@@ -103,15 +103,22 @@ def build_demo_bundle(
     }
     cfg = load_config(None, recipe | dict(overrides or {}))
     result = train_run(cfg, work / "run", overwrite=True)
+    seconds = time.monotonic() - started
+    digest = export_demo(result.run_dir, out, work, seconds)
+    logger.info("demo bundle ready in %.0f s at %s", seconds, out)
+    return digest
+
+
+def export_demo(run_dir: Path, out: Path, work: Path, seconds: float) -> str:
+    """Export a demo run as the synthetic demo bundle with its held-out transfer report."""
     export_run(
-        result.run_dir,
+        run_dir,
         out,
         name="pacs-triage-demo",
         version=f"{training.__version__}-synthetic",
         synthetic_demo=True,
     )
-    seconds = time.monotonic() - started
-    digest = amend_bundle(
+    return amend_bundle(
         out,
         config_updates={
             "transfer": held_out_report(out, work),
@@ -119,8 +126,6 @@ def build_demo_bundle(
         },
         files={},
     )
-    logger.info("demo bundle ready in %.0f s at %s", seconds, out)
-    return digest
 
 
 def held_out_report(bundle_dir: Path, work: Path) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from training.preprocessing import (
     image_file_to_tensor,
     volume_to_tensor,
 )
+from training.slice_cache import BadFile
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +42,35 @@ def default_bundle_path() -> Path:
 
 
 def score_dataset(
-    bundle: Bundle, dataset: LabelledDataset, batch_size: int = 32
+    bundle: Bundle,
+    dataset: LabelledDataset,
+    batch_size: int = 32,
+    skipped: list[BadFile] | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Study probabilities per series ``(S, C)`` and slice probabilities per series."""
+    """Study probabilities per series ``(S, C)`` and slice probabilities per series.
+
+    With ``skipped`` given, a series whose files cannot be decoded is left out (its first
+    file and the reason appended there, and logged) instead of ending the evaluation; the
+    arrays then hold only the series that were scored, in order.
+    """
     names = bundle.class_names
     series_probs, slice_probs = [], []
     for series in tqdm(dataset.series, desc="scoring series", unit="series", leave=False):
         first = series.slices[0].path
-        if len(series.slices) == 1 and first.suffix.lower() in PICTURE_SUFFIXES:
-            x = image_file_to_tensor(first, bundle.preprocess)
-        else:
-            datasets = [pydicom.dcmread(rec.path) for rec in series.slices]
-            size = None if bundle.preprocess.crop_to_head else bundle.preprocess.size
-            x = volume_to_tensor(hu_volume(datasets, size), bundle.preprocess)
+        try:
+            if len(series.slices) == 1 and first.suffix.lower() in PICTURE_SUFFIXES:
+                x = image_file_to_tensor(first, bundle.preprocess)
+            else:
+                datasets = [pydicom.dcmread(rec.path) for rec in series.slices]
+                size = None if bundle.preprocess.crop_to_head else bundle.preprocess.size
+                x = volume_to_tensor(hu_volume(datasets, size), bundle.preprocess)
+        except Exception as exc:
+            if skipped is None:
+                raise
+            bad = BadFile(first, f"{type(exc).__name__}: {str(exc).strip()[:160]}")
+            logger.warning("%s: skipped, cannot be decoded (%s)", bad.path, bad.reason)
+            skipped.append(bad)
+            continue
         pred = bundle.predict_volume(x, batch_size=batch_size)
         series_probs.append([pred.study_probabilities[n] for n in names])
         slice_probs.append(np.array([[row[n] for n in names] for row in pred.slice_probabilities]))
@@ -68,7 +85,13 @@ def evaluate_bundle(bundle: Bundle, dataset: LabelledDataset) -> dict[str, Any]:
     """
     names = bundle.class_names
     aligned = LabelledDataset(dataset.series, names, dataset.kind, dataset.source)
-    series_probs, slice_probs = score_dataset(bundle, aligned)
+    skipped: list[BadFile] = []
+    series_probs, slice_probs = score_dataset(bundle, aligned, skipped=skipped)
+    if skipped:
+        broken = {b.path for b in skipped}
+        aligned = aligned.subset(
+            s.series_uid for s in aligned.series if s.slices[0].path not in broken
+        )
     uids, study_p, study_y = studies_from_series(
         [s.study_uid for s in aligned.series], series_probs, aligned.series_labels()
     )
@@ -88,5 +111,6 @@ def evaluate_bundle(bundle: Bundle, dataset: LabelledDataset) -> dict[str, Any]:
         "slice": level_report(slice_y, slice_p, names, slice_thresholds),
     }
     report["study"]["studies"] = len(uids)
+    report["skipped_files"] = [{"file": str(b.path), "reason": b.reason} for b in skipped]
     report["_curves"] = {"study": (study_y, study_p), "slice": (slice_y, slice_p)}
     return report

@@ -267,6 +267,7 @@ def describe_bundle_domain(
     held_out_seed: int,
     cut_off: float,
     adequacy: AdequacySpec = DEMO_ADEQUACY,
+    variation: str = "none",
 ) -> DomainReport:
     """Summarise a phantom-trained bundle's inputs with its own weights and write them in.
 
@@ -275,6 +276,7 @@ def describe_bundle_domain(
     model, stores mean and shrunk inverse covariance with ``cut_off`` and ``adequacy``,
     and re-hashes the bundle (:func:`training.bundle.amend_bundle`). Phantoms of
     ``held_out_seed`` are scored against the new summary so the cut-off can be checked.
+    ``variation`` is the phantom family the bundle was trained on (the demo's ``train``).
     No retraining; the weights are not touched.
     """
     from training.bundle import amend_bundle, load_bundle
@@ -284,11 +286,21 @@ def describe_bundle_domain(
     sets = {"train": seed, "held_out": held_out_seed}
     embedded: dict[str, list[np.ndarray]] = {}
     for name, set_seed in sets.items():
-        root = Path(work) / f"phantoms-{name}-seed{set_seed}-n{studies}"
+        root = Path(work) / f"phantoms-{variation}-{name}-seed{set_seed}-n{studies}"
         if not (root / "labels.csv").exists():
-            write_phantom_dataset(root, studies=studies, seed=set_seed, slices=slices, size=size)
+            write_phantom_dataset(
+                root,
+                studies=studies,
+                seed=set_seed,
+                slices=slices,
+                size=size,
+                variation=variation,
+            )
         embedded[name] = [embed_series(bundle, read_folder(f)) for f in series_folders(root)]
-    source = f"phantoms seed {seed}, first {studies} studies ({slices} slices, {size} px)"
+    source = (
+        f"phantoms seed {seed} ({variation} variation), first {studies} studies "
+        f"({slices} slices, {size} px)"
+    )
     summary = summarise(embedded["train"], cut_off=cut_off, source=source)
     meta, files = summary_files(summary)
     digest = amend_bundle(

@@ -276,6 +276,60 @@ def _train(
     predictions = {
         name: predict_sequences(sequence, items) for name, items in by_split.items() if items
     }
+    thresholds, report, held_out = calibrate_and_report(cfg, run_dir, parts, predictions)
+
+    model_description = {
+        "class_names": list(names),
+        "preprocess": spec.to_dict(),
+        "image_model": {"arch": cfg.image.arch, "params": trainer.model_params()},
+        "sequence_model": {
+            "arch": seq_arch,
+            "embed_dim": image.model.num_features,
+            "params": seq_params,
+        },
+    }
+    (run_dir / "model.json").write_text(json.dumps(model_description, indent=2) + "\n")
+    summary = dataset.summary()
+    summary["splits"] = {name: part.summary() for name, part in parts.items()}
+    (run_dir / "training_data.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    (run_dir / "history.json").write_text(
+        json.dumps(
+            json_safe(
+                {
+                    "image": image.history,
+                    "image_best_epoch": image.best_epoch,
+                    "patient": patient_history,
+                }
+            ),
+            indent=2,
+        )
+        + "\n"
+    )
+    if seq_arch == "max_pool":
+        from safetensors.torch import save_file
+
+        save_file(
+            {k: v.contiguous() for k, v in sequence.state_dict().items()},
+            str(run_dir / "patient_stage.safetensors"),
+        )
+    seconds = time.monotonic() - started
+    logger.info("run finished in %.0f s", seconds)
+    return RunResult(run_dir, thresholds, report, seconds, held_out)
+
+
+def calibrate_and_report(
+    cfg: TrainConfig,
+    run_dir: Path,
+    parts: dict[str, LabelledDataset],
+    predictions: dict[str, tuple[np.ndarray, list[np.ndarray]]],
+) -> tuple[dict[str, float], dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Fit temperatures and thresholds on validation, report val and test; write the files.
+
+    ``predictions`` are the uncalibrated ``(study probabilities, slice probabilities)`` per
+    split. Writes ``calibration.json``, ``thresholds.json`` and ``report_<split>/``; returns
+    the study thresholds, the report blocks and the study-level held-out curves.
+    """
+    names = next(iter(parts.values())).class_names
     val_name = "val" if "val" in predictions else "train"
     val_part = parts[val_name]
     _, val_probs, val_labels = studies_from_series(
@@ -317,18 +371,6 @@ def _train(
         write_report(run_dir / f"report_{name}", block, curves, names)
         report[name] = block
         held_out[name] = curves["study"]
-
-    model_description = {
-        "class_names": list(names),
-        "preprocess": spec.to_dict(),
-        "image_model": {"arch": cfg.image.arch, "params": trainer.model_params()},
-        "sequence_model": {
-            "arch": seq_arch,
-            "embed_dim": image.model.num_features,
-            "params": seq_params,
-        },
-    }
-    (run_dir / "model.json").write_text(json.dumps(model_description, indent=2) + "\n")
     (run_dir / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
     (run_dir / "thresholds.json").write_text(
         json.dumps(
@@ -341,32 +383,7 @@ def _train(
         )
         + "\n"
     )
-    summary = dataset.summary()
-    summary["splits"] = {name: part.summary() for name, part in parts.items()}
-    (run_dir / "training_data.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
-    (run_dir / "history.json").write_text(
-        json.dumps(
-            json_safe(
-                {
-                    "image": image.history,
-                    "image_best_epoch": image.best_epoch,
-                    "patient": patient_history,
-                }
-            ),
-            indent=2,
-        )
-        + "\n"
-    )
-    if seq_arch == "max_pool":
-        from safetensors.torch import save_file
-
-        save_file(
-            {k: v.contiguous() for k, v in sequence.state_dict().items()},
-            str(run_dir / "patient_stage.safetensors"),
-        )
-    seconds = time.monotonic() - started
-    logger.info("run finished in %.0f s", seconds)
-    return RunResult(run_dir, thresholds, report, seconds, held_out)
+    return thresholds, report, held_out
 
 
 def _done_epochs(run_dir: Path, resume: bool) -> int:

@@ -17,7 +17,7 @@ from training.preprocessing import PreprocessSpec
 from triage.settings import load_settings
 from worker.runtime import WorkerRuntime
 
-from .pictures import write_picture_folders
+from .pictures import truncate, write_picture_folders
 
 
 def _bundle(out: Path, classes: tuple[str, ...], kind: str) -> Path:
@@ -74,7 +74,8 @@ def test_head_ct_bundle_passes_and_predict_warns_on_an_unfit_one(tmp_path: Path)
 
 
 def test_evaluate_scores_a_bundle_on_a_held_out_picture_folder(tmp_path: Path) -> None:
-    write_picture_folders(tmp_path / "pics", per_class=6)
+    pics = write_picture_folders(tmp_path / "pics", per_class=7)
+    truncate(pics["hemorrhage"][2])
     bundle = _bundle(tmp_path / "b", CLASS_NAMES, "ct")
     out = tmp_path / "eval" / "report.json"
     result = CliRunner().invoke(
@@ -91,7 +92,8 @@ def test_evaluate_scores_a_bundle_on_a_held_out_picture_folder(tmp_path: Path) -
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert report["study"]["n"] == 12 and report["study"]["auc"]["any"] is not None
+    assert report["study"]["n"] == 13 and report["study"]["auc"]["any"] is not None
+    assert [b["file"] for b in report["skipped_files"]] == [str(pics["hemorrhage"][2])]
     assert report["study"]["auc"]["subdural"] is None  # not labelled by the folders
     assert report["study"]["ece"]["any"] is not None
     assert (out.parent / "reliability_study.png").exists()

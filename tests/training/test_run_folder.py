@@ -77,3 +77,39 @@ def test_image_stage_resumes_after_the_last_finished_epoch(tmp_path: Path) -> No
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert resumed.history[0] == first_row
     assert (tmp_path / "image_stage.safetensors").exists()
+
+
+def test_cli_refuses_a_used_run_folder_and_resumes_it_with_its_own_config(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from training.cli import main
+
+    write_picture_folders(tmp_path / "pics", per_class=8)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        "size = 32\nskip_patient_stage = true\n[data]\nval_fraction = 0.25\n"
+        'test_fraction = 0.25\n[image]\narch = "test_resnet"\nepochs = 1\nbatch_size = 8\n'
+    )
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--config",
+        str(recipe),
+        "--folders",
+        str(tmp_path / "pics"),
+        "--out",
+        str(run),
+    ]
+    runner = CliRunner()
+    assert runner.invoke(main, args).exit_code == 0
+    again = runner.invoke(main, args)
+    assert again.exit_code != 0 and "--overwrite" in again.output
+    mixed = runner.invoke(main, ["train", "--out", str(run), "--resume", "--epochs", "3"])
+    assert mixed.exit_code != 0 and "saved config" in mixed.output
+    resumed = runner.invoke(main, ["train", "--out", str(run), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming the image stage after epoch 1" in (run / "train.log").read_text()
+    bad = runner.invoke(main, [*args[:-2], "--out", str(tmp_path / "r2"), "--arch", "resnet18x"])
+    assert bad.exit_code != 0 and "'resnet18x' is not a timm model" in bad.output
