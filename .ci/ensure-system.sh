@@ -9,6 +9,7 @@ command -v storescu >/dev/null || need+=(dcmtk)
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v Orthanc >/dev/null || need+=(orthanc)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v ss >/dev/null || need+=(iproute2)  # tests read the listen backlog with ss
 if [ "${#need[@]}" -gt 0 ]; then
     echo "ensure-system: installing ${need[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
