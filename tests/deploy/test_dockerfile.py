@@ -163,6 +163,20 @@ def test_each_service_runs_as_the_unprivileged_user(
 
 
 @pytest.mark.parametrize("target", TRIAGE_TARGETS)
+def test_each_service_has_a_writable_home_for_library_caches(
+    dockerfile: tuple[dict[str, str], list[Stage]], target: str
+) -> None:
+    """torch, triton and matplotlib write caches under $HOME; the user has no home
+    directory and Kubernetes mounts the root filesystem read-only, so HOME must be the
+    var directory (an emptyDir there)."""
+    _, stages = dockerfile
+    env = " ".join(
+        rest for stage in _chain(stages, target) for kw, rest in stage.instructions if kw == "ENV"
+    )
+    assert "HOME=/var/lib/pacs-triage" in env and "TRIAGE_VAR_DIR=/var/lib/pacs-triage" in env
+
+
+@pytest.mark.parametrize("target", TRIAGE_TARGETS)
 def test_each_service_has_a_healthcheck_that_the_probe_module_answers(
     dockerfile: tuple[dict[str, str], list[Stage]], target: str
 ) -> None:
