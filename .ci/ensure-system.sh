@@ -12,6 +12,7 @@ command -v Orthanc >/dev/null || need+=(orthanc)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v ss >/dev/null || need+=(iproute2)  # tests read the listen backlog with ss
 if [ "${#need[@]}" -gt 0 ]; then
     echo "ensure-system: installing ${need[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -93,30 +93,11 @@ def main() -> None:
     os.environ.setdefault("RUST_BACKTRACE", "0")  # a decoder panic prints one line, not 60
     chosen = args.targets.split(",")
     started = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="bench-fuzz-") as tmp:
-        work = Path(tmp)
-        phantom = write_phantom_study(work / "phantom", slices=3, size=64, seed=args.seed)
-        corpus = inputs.load_corpus(corpus_files(), phantom=phantom.files)
-        print(f"corpus: {len(corpus)} data sets from real files and their re-encodings", flush=True)
-        results: list[dict[str, Any]] = []
-        for name in [t for t in chosen if t != "decode"]:
-            for path in args.paths.split(","):
-                row = _listener_target(name, path == "fast", args.count, args.seed, corpus, work)
-                results.append(row)
-                _print(row)
-        if "decode" in chosen:
-            keep = REPO_ROOT / "bench" / "results" / "fuzz-crashes"
-            decoded = targets.fuzz_decoding(
-                args.count, args.seed, corpus, work / "decode", keep_crashes=keep
-            )
-            row = {"path": "worker", **decoded.as_json()}
-            results.append(row)
-            _print(row)
-    report = {
+    out = REPO_ROOT / "bench" / "results" / f"fuzz-{date.today():%Y%m%d}.json"
+    report: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),
         "seed": args.seed,
         "count": args.count,
-        "corpus": len(corpus),
         "load_average": load_average(),
         "listener_env": LISTENER_ENV,
         "bounds": {
@@ -129,10 +110,36 @@ def main() -> None:
             "decoded_pixel_bytes": MAX_DECODED_BYTES,
             "decoder_address_space": targets.DECODER_MEMORY_LIMIT,
         },
-        "results": results,
+        "results": [],
     }
-    out = REPO_ROOT / "bench" / "results" / f"fuzz-{date.today():%Y%m%d}.json"
-    out.write_text(json.dumps(report, indent=1) + "\n")
+
+    def record(row: dict[str, Any]) -> None:
+        """Print a row and rewrite the JSON, so a long run interrupted keeps what it did."""
+        report["results"].append(row)
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        _print(row)
+
+    with tempfile.TemporaryDirectory(prefix="bench-fuzz-") as tmp:
+        work = Path(tmp)
+        phantom = write_phantom_study(work / "phantom", slices=3, size=64, seed=args.seed)
+        corpus = inputs.load_corpus(corpus_files(), phantom=phantom.files)
+        report["corpus"] = len(corpus)
+        print(f"corpus: {len(corpus)} data sets from real files and their re-encodings", flush=True)
+        paths = args.paths.split(",")
+        # The streaming path first, then the decoder, then the (slower) stock path.
+        listener_targets = [t for t in chosen if t != "decode"]
+        if "fast" in paths:
+            for name in listener_targets:
+                record(_listener_target(name, True, args.count, args.seed, corpus, work))
+        if "decode" in chosen:
+            keep = REPO_ROOT / "bench" / "results" / "fuzz-crashes"
+            decoded = targets.fuzz_decoding(
+                args.count, args.seed, corpus, work / "decode", keep_crashes=keep
+            )
+            record({"path": "worker", **decoded.as_json()})
+        if "stock" in paths:
+            for name in listener_targets:
+                record(_listener_target(name, False, args.count, args.seed, corpus, work))
     print(f"results: {out.relative_to(REPO_ROOT)}")
 
 

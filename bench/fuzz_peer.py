@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -268,6 +269,24 @@ class RawAssociation:
         """Half-close: the listener reads end-of-stream and must close its side."""
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
+
+
+def churn_associations(port: int, stop: threading.Event, counts: dict[str, int]) -> None:
+    """Open an association and drop it at once (TCP reset), again and again until ``stop``.
+
+    ``counts`` gains one in ``accepted``, ``rejected``, ``other`` or ``failed`` per try.
+    """
+    while not stop.is_set():
+        try:
+            conn = RawAssociation(port, timeout=5)
+            answer = conn.associate()
+            counts[
+                {A_ASSOCIATE_AC: "accepted", A_ASSOCIATE_RJ: "rejected"}.get(answer or 0, "other")
+            ] += 1
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+        except OSError:
+            counts["failed"] += 1
 
 
 def _accepted_contexts(body: bytes) -> dict[int, str]:

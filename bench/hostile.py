@@ -6,7 +6,11 @@ alone. Printed: the listener's peak memory growth over its idle size, whether an
 fast the attacking connection was closed, and how long a real DCMTK ``storescu`` needs
 to store a 3-slice study while the attack is still open (compared with no attack).
 
-    python -m bench.hostile [--answers 400]
+    python -m bench.hostile [--answers 400] [--only idle_500_with_churn,association_limit]
+
+Floods (issue #14): 500 idle TCP connections plus two threads opening and dropping (RST)
+associations as fast as they can, while storescu sends a 40-slice study; and every
+association slot held, to see the next caller rejected with an A-ASSOCIATE-RJ at once.
 
 Results go to ``bench/results/hostile-<date>.json``.
 """
@@ -26,6 +30,7 @@ from typing import Any
 
 from bench import hostile_peers as hostile
 from bench.dicom_peers import REPO_ROOT, Peer, send, start_triage
+from bench.fuzz_peer import RawAssociation, associate_rq, churn_associations
 from training.phantom import write_phantom_study
 
 MiB = 1024 * 1024
@@ -106,6 +111,102 @@ def idle_connections(files: list[Path]) -> Attack:
         return {"storescu_ok": ok, "storescu_s": seconds}
 
     return attack
+
+
+def _rss_sampler(peer: Peer, samples: list[int], stop: threading.Event) -> threading.Thread:
+    def sample() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError, ValueError):
+                samples.append(peer.status_kib("VmRSS"))
+            stop.wait(0.25)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    return thread
+
+
+def idle_500_with_churn(files: list[Path], seconds: float = 30.0) -> Attack:
+    def attack(peer: Peer) -> dict[str, Any]:
+        """500 idle TCP connections plus two threads opening associations and dropping them
+        at once (RST) for ``seconds``; a real storescu sends the study every 5 s meanwhile.
+        The idle sockets must all be closed by the listener's timers, memory stay flat."""
+        samples: list[int] = []
+        stop = threading.Event()
+        sampler = _rss_sampler(peer, samples, stop)
+        idle = [hostile.connect(peer.port) for _ in range(500)]
+        opened = time.monotonic()
+        counts: dict[str, int] = {"accepted": 0, "rejected": 0, "other": 0, "failed": 0}
+        churners = [
+            threading.Thread(target=churn_associations, args=(peer.port, stop, counts), daemon=True)
+            for _ in range(2)
+        ]
+        for thread in churners:
+            thread.start()
+        closed_after: list[float | None] = [None] * len(idle)
+        sends: list[tuple[bool, float]] = []
+        rss_at_send: list[float] = []
+        while time.monotonic() - opened < seconds:
+            stop.wait(5)
+            for index, sock in enumerate(idle):
+                if closed_after[index] is None and hostile.read_until_closed(sock, 0.001)[1]:
+                    closed_after[index] = round(time.monotonic() - opened, 1)
+            sends.append(_storescu_seconds(peer, files))
+            rss_at_send.append(round(peer.status_kib("VmRSS") / 1024, 1))
+        stop.set()
+        for thread in churners:
+            thread.join(10)
+        for index, sock in enumerate(idle):
+            if closed_after[index] is None and hostile.read_until_closed(sock, 10)[1]:
+                closed_after[index] = round(time.monotonic() - opened, 1)
+            sock.close()
+        sampler.join(5)
+        rss_mib = [round(kib / 1024, 1) for kib in samples]
+        return {
+            "seconds": seconds,
+            "study_slices": len(files),
+            "storescu_ok": all(ok for ok, _ in sends),
+            "storescu_s": [s for _, s in sends],
+            "churn_associations": counts,
+            "churn_per_s": round(sum(counts.values()) / seconds, 1),
+            "idle_closed": sum(c is not None for c in closed_after),
+            "idle_last_closed_by_s": max((c for c in closed_after if c is not None), default=None),
+            "rss_mib_at_each_send": rss_at_send,
+            "rss_mib_min_max_end": [min(rss_mib), max(rss_mib), rss_mib[-1]] if rss_mib else None,
+        }
+
+    return attack
+
+
+def association_limit(peer: Peer) -> dict[str, Any]:
+    """Every association slot held by idle associations: the next caller gets a proper
+    A-ASSOCIATE-RJ at once (not a hang), and a slot freed is a slot reused."""
+    held = []
+    for _ in range(16):
+        conn = RawAssociation(peer.port, timeout=5)
+        assert conn.associate() == 2, "the listener refused before its limit"
+        held.append(conn)
+    started = time.monotonic()
+    extra = RawAssociation(peer.port, timeout=10)
+    extra.sock.sendall(associate_rq())
+    answer = extra.read_pdu(10)
+    answered_s = round(time.monotonic() - started, 3)
+    extra.close()
+    rejected = answer is not None and answer[0] == 0x03
+    reason = list(answer[1][1:4]) if rejected and answer is not None else None
+    held.pop().close()
+    time.sleep(0.5)
+    again = RawAssociation(peer.port, timeout=5)
+    reused = again.associate() == 2
+    again.close()
+    for conn in held:
+        conn.close()
+    return {
+        "held": 16,
+        "next_rejected": rejected,
+        "reject_result_source_reason": reason,
+        "answered_s": answered_s,
+        "slot_reused_after_release": reused,
+    }
 
 
 def garbage(peer: Peer) -> dict[str, Any]:
@@ -189,28 +290,37 @@ def _run(name: str, attack: Attack, work: Path, extra_env: dict[str, str]) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--answers", type=int, default=400, help="one-instance associations")
+    parser.add_argument("--only", default="", help="comma list of attacks to run (default: all)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         work = Path(tmp)
         study = write_phantom_study(work / "study", slices=3, size=64, seed=5)
         files = list(study.files)
+        flood_study = list(write_phantom_study(work / "flood", slices=40, size=256, seed=6).files)
         env = {"TRIAGE_MAX_INSTANCE_BYTES": str(64 * MiB)}
-        results: dict[str, Any] = {
-            "no_attack": _run("no_attack", no_attack(files), work, env),
-            "declared_association_pdu": _run(
-                "declared_association_pdu", declared_association_pdu, work, env
-            ),
-            "declared_pdata_4gib": _run("declared_pdata_4gib", declared_pdata, work, env),
-            "stalled_20": _run("stalled_20", stalled_connections(files), work, env),
-            "idle_300": _run("idle_300", idle_connections(files), work, env),
-            "garbage_1mib": _run("garbage_1mib", garbage, work, env),
-            "command_fragments": _run("command_fragments", _fragments(True), work, env),
-            "data_without_command": _run("data_without_command", _fragments(False), work, env),
-            "endless_store": _run("endless_store", endless_store, work, env),
-            "answers": _run("answers", answers(files, args.answers), work, env),
+        attacks: dict[str, Attack] = {
+            "no_attack": no_attack(files),
+            "declared_association_pdu": declared_association_pdu,
+            "declared_pdata_4gib": declared_pdata,
+            "stalled_20": stalled_connections(files),
+            "idle_300": idle_connections(files),
+            "garbage_1mib": garbage,
+            "command_fragments": _fragments(True),
+            "data_without_command": _fragments(False),
+            "endless_store": endless_store,
+            "answers": answers(files, args.answers),
+            "no_attack_40_slices": no_attack(flood_study),
+            "idle_500_with_churn": idle_500_with_churn(flood_study),
+            "association_limit": association_limit,
         }
+        chosen = [name for name in args.only.split(",") if name] or list(attacks)
+        unknown = set(chosen) - set(attacks)
+        if unknown:
+            parser.error(f"unknown attacks: {sorted(unknown)}")
+        results = {name: _run(name, attacks[name], work, env) for name in chosen}
     out = REPO_ROOT / "bench" / "results" / f"hostile-{date.today():%Y%m%d}.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
     print(f"results: {out.relative_to(REPO_ROOT)}")
 
 

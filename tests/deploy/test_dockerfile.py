@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,6 +163,20 @@ def test_each_service_runs_as_the_unprivileged_user(
 
 
 @pytest.mark.parametrize("target", TRIAGE_TARGETS)
+def test_each_service_has_a_writable_home_for_library_caches(
+    dockerfile: tuple[dict[str, str], list[Stage]], target: str
+) -> None:
+    """torch, triton and matplotlib write caches under $HOME; the user has no home
+    directory and Kubernetes mounts the root filesystem read-only, so HOME must be the
+    var directory (an emptyDir there)."""
+    _, stages = dockerfile
+    env = " ".join(
+        rest for stage in _chain(stages, target) for kw, rest in stage.instructions if kw == "ENV"
+    )
+    assert "HOME=/var/lib/pacs-triage" in env and "TRIAGE_VAR_DIR=/var/lib/pacs-triage" in env
+
+
+@pytest.mark.parametrize("target", TRIAGE_TARGETS)
 def test_each_service_has_a_healthcheck_that_the_probe_module_answers(
     dockerfile: tuple[dict[str, str], list[Stage]], target: str
 ) -> None:
@@ -218,3 +234,30 @@ def test_the_slim_image_leaves_out_exactly_the_torch_family() -> None:
         name in {"torch", "torchvision", "timm", "triton"} or name.startswith(("nvidia-", "cuda-"))
         for name in dropped
     ), dropped
+
+
+def test_the_slim_image_services_start_without_the_torch_family() -> None:
+    """What the listener image runs imports with torch, torchvision, timm and triton absent
+    (they are not installed there): the CLI, the listener, migrations and the probe."""
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'torch', 'torchvision', 'timm', 'triton'}:\n"
+        "            raise ImportError(f'{name} is not in the slim image')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "try:\n"
+        "    import torch\n"
+        "    raise SystemExit('the blocker let torch in')\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "import triage.cli, triage.health, listener.service, db.migrate\n"
+        "from click.testing import CliRunner\n"
+        "for args in (['--help'], ['listen', '--help'], ['db', 'upgrade', '--help']):\n"
+        "    assert CliRunner().invoke(triage.cli.main, args).exit_code == 0, args\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", blocker], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

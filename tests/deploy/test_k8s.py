@@ -200,3 +200,17 @@ def test_keda_scales_the_gpu_workers_on_the_inference_queue() -> None:
     auth = _named("TriggerAuthentication", trigger["authenticationRef"]["name"])
     (secret,) = auth["spec"]["secretTargetRef"]
     assert secret["parameter"] == "password" and secret["name"] == "pacs-triage-broker"
+
+
+@pytest.mark.parametrize("name", [name for name, _ in _pod_specs()])
+def test_a_read_only_root_still_has_writable_home_and_tmp(name: str) -> None:
+    """HOME is /var/lib/pacs-triage in the images (library caches); with the root file
+    system read-only, it and /tmp must be volumes."""
+    pod = dict(_pod_specs())[name]
+    for container in pod["containers"]:
+        if not container["securityContext"].get("readOnlyRootFilesystem"):
+            continue
+        mounted = {
+            m["mountPath"] for m in container.get("volumeMounts", []) if not m.get("readOnly")
+        }
+        assert {"/var/lib/pacs-triage", "/tmp"} <= mounted, name

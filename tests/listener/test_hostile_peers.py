@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from pydicom.uid import CTImageStorage, MRImageStorage
 from pynetdicom.dsutils import encode
 
 from bench import hostile_peers as hostile
+from bench.fuzz_peer import churn_associations
 from listener.fastpath.limits import MAX_COMMAND_BYTES
 from training.phantom import PhantomStudy
 
@@ -296,3 +298,60 @@ def test_connection_closed_by_eviction_when_pending_pool_is_full(
         for sock in oldest + newer:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+@pytest.mark.fastpath_only
+def test_500_idle_connections_and_association_churn_leave_a_real_sender_through(
+    hostile_settings: Callable[..., Any],
+    run_listener: Callable[..., Any],
+    storescu: Callable[..., Any],
+    phantoms: Callable[..., PhantomStudy],
+) -> None:
+    """Issue #14's flood: 500 idle sockets plus associations opened and reset in a loop.
+    The real sender gets through, every idle socket is closed by the request timer (1 s
+    here), and memory does not follow the churn."""
+    study = phantoms("hostile-small", slices=3, size=64, seed=31)
+    service = run_listener(hostile_settings())
+    connecting = time.monotonic()
+    idle = [hostile.connect(service.port) for _ in range(500)]
+    stop = threading.Event()
+    counts = {"accepted": 0, "rejected": 0, "other": 0, "failed": 0}
+    churner = threading.Thread(
+        target=churn_associations, args=(service.port, stop, counts), daemon=True
+    )
+    before = _rss()
+    # The listen backlog of socketserver (5) made these 500 connects take 72 s beside an
+    # in-process listener (SYNs dropped, retried after 1, 3, 7 s); the SCP listens with
+    # room for its pending pool now.
+    assert time.monotonic() - connecting < 30
+    churner.start()
+    try:
+        time.sleep(1.0)
+        started = time.monotonic()
+        sent = storescu(service.port, study.files)
+        took = time.monotonic() - started
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        churner.join(10)
+    assert sent.ok, sent.output
+    assert took < 5, f"a real sender took {took:.1f} s behind the flood"
+    assert counts["accepted"] >= 20 and counts["failed"] == 0, counts
+    for sock in idle:
+        _, closed = hostile.read_until_closed(sock, timeout=5)
+        assert closed, "an idle connection outlived the association request timer"
+        sock.close()
+    assert _rss() - before < 64 * MiB
+
+
+def test_the_listening_socket_has_room_for_a_burst_of_connections(
+    hostile_settings: Callable[..., Any], run_listener: Callable[..., Any]
+) -> None:
+    """The kernel's accept queue (``ss`` shows it as Send-Q of the listening socket) holds
+    the whole pending pool, not socketserver's default of 5."""
+    service = run_listener(hostile_settings())
+    shown = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{service.port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert shown[0] == "LISTEN"
+    assert int(shown[2]) >= 128
