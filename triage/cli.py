@@ -336,6 +336,8 @@ def deliveries_retry(ids: tuple[int, ...], all_dead: bool) -> None:
     if skipped:
         click.echo(f"not dead (left alone): {' '.join(map(str, skipped))}", err=True)
         sys.exit(1)
+
+
 add_audit_queries(audit)
 main.add_command(users)
 main.add_command(web)

@@ -545,6 +545,8 @@ class DeliverySection(Section):
             or self.webhook_urls
             or self.ups_destinations
         )
+
+
 class WebSection(Section):
     """The web app (``triage web``): worklist page, API, audit log and metrics."""
 
