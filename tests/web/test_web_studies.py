@@ -110,7 +110,7 @@ def test_one_study_in_full(web: WebRig) -> None:
     assert study["shadow_results"][0]["bundle_name"] == "candidate"
     assert study["series"][0]["read"] is True
     assert study["deliveries"][0]["attempts"] == 2
-    assert study["deliveries"][0]["state"] == "delivered"
+    assert study["deliveries"][0]["state"] == "sent"
     assert study["timings"] == {"last_image_to_result_s": 3.0, "last_image_to_delivered_s": 12.5}
 
 
