@@ -60,6 +60,7 @@ def test_a_source_study_uid_that_is_no_uid_is_refused(
 ) -> None:
     headers = [copy.deepcopy(h) for h in read_study.headers]
     for header in headers:
-        header.StudyInstanceUID = "ID_8881b1c4b1"  # as some research exports have it
+        with pytest.warns(UserWarning, match="Invalid value for VR UI"):
+            header.StudyInstanceUID = "ID_8881b1c4b1"  # as some research exports have it
     with pytest.raises(ValueError, match="StudyInstanceUID"):
         report_input(read_study, demo_bundle, headers=tuple(headers))

@@ -150,3 +150,20 @@ def test_the_input_inference_keeps_is_the_preprocessing_of_the_series(
     datasets = [pydicom.dcmread(p) for p in read_study.phantom.files]
     expected, _ = preprocess_datasets(datasets, demo_bundle.preprocess)
     assert torch.equal(read_study.tensor, expected)
+
+
+def test_concurrent_renders_agree_and_leave_the_model_as_they_found_it(
+    read_study: ReadStudy, demo_bundle: Bundle
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = [p.requires_grad for p in demo_bundle.image_model.parameters()]
+    threads_before = torch.get_num_threads()
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(
+            pool.map(lambda _: _render(read_study, demo_bundle, read_study.tensor), range(4))
+        )
+    expected = [k.pixels.tobytes() for k in _render(read_study, demo_bundle, read_study.tensor)]
+    assert all([k.pixels.tobytes() for k in run] == expected for run in runs)
+    assert [p.requires_grad for p in demo_bundle.image_model.parameters()] == before
+    assert torch.get_num_threads() == threads_before

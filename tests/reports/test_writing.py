@@ -41,7 +41,8 @@ def test_an_invalid_uid_never_becomes_a_path(
     tmp_path: Path, read_study: ReadStudy, demo_bundle: Bundle
 ) -> None:
     sr = build_result_documents(report_input(read_study, demo_bundle)).sr
-    sr.SOPInstanceUID = "../../etc/passwd"
+    with pytest.warns(UserWarning, match="Invalid value for VR UI"):
+        sr.SOPInstanceUID = "../../etc/passwd"
     sr.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
     with pytest.raises(InvalidUIDError, match="SOP Instance UID"):
         write_dataset(sr, tmp_path)

@@ -57,7 +57,8 @@ def finding(class_name: str) -> CodedConcept:
     known = FINDINGS.get(class_name)
     if known is not None:
         return known
-    return local(f"CLASS-{class_name.upper()[:16]}", class_name.replace("_", " ").capitalize())
+    # highdicom moves a value longer than 16 characters to Long Code Value by itself.
+    return local(f"CLASS-{class_name.upper()}", class_name.replace("_", " ").capitalize())
 
 
 def class_of(concept: CodedConcept) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 DEFAULT_KEY_IMAGE_COUNT = 3
 MIN_DISPLAY_SIDE = 256  # model inputs are often 128 px: shown at least this large
+# One Grad-CAM at a time per process: it flips the shared model's requires_grad flags and
+# torch's thread count, which two threads of a "threads" worker pool must not interleave.
+_GRAD_CAM_LOCK = threading.Lock()
 HEAT_OPACITY = 0.5  # at the hottest pixel; cooler pixels let more of the slice through
 
 
@@ -171,7 +175,7 @@ def render_key_images(
     positions = {str(s["sop_instance_uid"]): i for i, s in enumerate(scores)}
     model = _explainable(bundle.image_model)
     images = []
-    with _gradients_to_input_only(model), _one_thread():
+    with _GRAD_CAM_LOCK, _gradients_to_input_only(model), _one_thread():
         for key in chosen:
             one = x[positions[key.sop_instance_uid]][None].detach().cpu().requires_grad_(True)
             cam, _ = grad_cam(model, one, bundle.class_names.index(key.class_name))
