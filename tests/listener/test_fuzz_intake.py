@@ -48,6 +48,7 @@ def listener(fuzz_work: Path, dicom_fast_path: bool) -> Iterator[Peer]:
             "TRIAGE_DICOM_FAST_PATH": "true" if dicom_fast_path else "false",
             "TRIAGE_ASSOCIATION_REQUEST_TIMEOUT": "2",
             "TRIAGE_NETWORK_TIMEOUT": "10",
+            "TRIAGE_ACSE_TIMEOUT": "5",  # the stock path frees its slots sooner
         },
     )
     yield peer
