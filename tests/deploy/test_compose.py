@@ -77,7 +77,8 @@ def test_no_secret_is_written_in_the_file() -> None:
     values += re.findall(r"://[^:/@\s]*:(\$\{[^}]*\}|[^@\s]+)@", text)  # passwords inside URLs
     assert len(values) >= 7
     for value in values:
-        assert re.fullmatch(r"['\"]?.*\$\{\w+:\?[^}]*\}.*", value), f"literal secret: {value}"
+        # required (${VAR:?}) or optional with no default (${VAR:-}): never a value here
+        assert re.fullmatch(r"['\"]?.*\$\{\w+:(\?[^}]*|-)\}.*", value), f"literal secret: {value}"
     assert not any(secret in text for secret in SECRETS.values())
 
 
@@ -111,9 +112,11 @@ def test_triage_services_share_database_broker_and_spool_path(rendered: dict[str
         if name != "migrate":
             assert env["TRIAGE_BROKER_URL"] == f"redis://:{SECRETS['REDIS_PASSWORD']}@redis:6379/0"
             assert env["TRIAGE_SPOOL_DIR"] == "/spool"
-    assert _mount(services["listener"], "/spool") == ("spool", False)
-    for name in ("worker", "worker-gpu", "delivery"):
-        assert _mount(services[name], "/spool") == ("spool", True), name
+    # the listener spools instances and the inference workers result documents; the
+    # delivery worker only reads what it sends
+    for name in ("listener", "worker", "worker-gpu"):
+        assert _mount(services[name], "/spool") == ("spool", False), name
+    assert _mount(services["delivery"], "/spool") == ("spool", True)
 
 
 def test_gpu_workers_reserve_a_gpu_behind_a_profile(rendered: dict[str, Any]) -> None:
