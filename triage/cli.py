@@ -279,17 +279,31 @@ def audit_predictions(fmt: str, include_shadow: bool) -> None:
     help="Only deliveries in this state.",
 )
 def audit_deliveries(fmt: str, state: str | None) -> None:
-    """Every delivery with its state, attempts, last error and next attempt time."""
+    """Every delivery with its state, attempts, last error and next attempt time.
+
+    The listing shows each result's priority, so reading it is audited like
+    ``audit predictions`` (event ``result_viewed``, actor ``cli:<os user>``).
+    """
+    import getpass
+
+    from db.audit import record_event
     from db.engine import make_engine, make_session_factory
     from db.migrate import upgrade_to_head
     from db.outbox import deliveries
-    from db.vocabulary import DeliveryState
+    from db.vocabulary import AuditEventType, DeliveryState
 
     settings = _settings()
     upgrade_to_head(settings.database.url.get_secret_value())
     sessions = make_session_factory(make_engine(settings.database.url.get_secret_value()))
     with sessions() as session:
         rows = deliveries(session, state=DeliveryState(state) if state else None)
+        record_event(
+            session,
+            AuditEventType.RESULT_VIEWED,
+            actor=f"cli:{getpass.getuser()}",
+            detail={"command": "audit deliveries", "deliveries": len(rows)},
+        )
+        session.commit()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=1))
         return

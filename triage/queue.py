@@ -12,10 +12,14 @@ and survives restarts because messages are files.
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass
-from typing import Protocol
+from time import monotonic
+from typing import Any, Protocol
 
 from celery import Celery
+from kombu.transport import filesystem
 
 from triage.settings import Settings
 
@@ -43,6 +47,33 @@ class StudyTaskArgs:
         return [self.study_id, self.version]
 
 
+class _AtomicFilesystemChannel(filesystem.Channel):
+    """Kombu's file-system channel with messages written whole before they appear.
+
+    Kombu writes a message straight under its final name, and a consumer polling the
+    folder may move and read it before the bytes are in: an empty message, which stops a
+    Celery worker ("Unrecoverable error: JSONDecodeError"). Here the message is written
+    under a name no consumer matches (a leading dot), then renamed into place.
+    """
+
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        temporary = os.path.join(self.data_folder_out, f".{name}.part")
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(filesystem.str_to_bytes(filesystem.dumps(payload)))
+            os.replace(temporary, final)
+        except OSError as exc:
+            raise filesystem.ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+class AtomicFilesystemTransport(filesystem.Transport):
+    """The embedded broker's transport (``filesystem://``), with atomic message files."""
+
+    Channel = _AtomicFilesystemChannel
+
+
 def make_celery(settings: Settings) -> Celery:
     """Build a Celery app bound to ``settings``' broker, with exactly-once-friendly options."""
     app = Celery("pacs_triage", broker=settings.broker.url.get_secret_value(), set_as_current=False)
@@ -61,6 +92,7 @@ def make_celery(settings: Settings) -> Celery:
             store_processed=False,
             polling_interval=0.1,  # file polling; Redis needs none (BRPOP)
         )
+        app.conf.broker_transport = AtomicFilesystemTransport
     app.conf.update(
         broker_transport_options=transport_options,
         task_acks_late=True,

@@ -6,7 +6,10 @@ import json
 from collections.abc import Callable
 
 from click.testing import CliRunner
+from sqlalchemy import select
 
+from db.models import AuditEvent
+from db.vocabulary import AuditEventType
 from tests.delivery.conftest import Outbox
 from tests.delivery.peers import PynetdicomScp, free_port
 from triage.cli import main
@@ -39,6 +42,11 @@ def test_audit_lists_state_attempts_error_and_next_attempt(
     assert rows[waiting]["next_attempt_at"] and rows[waiting]["study_instance_uid"]
     table = CliRunner(env=_env(box)).invoke(main, ["audit", "deliveries"])
     assert "0xC001" in table.output and "retrying" in table.output
+    with box.sessions() as session:
+        viewed = session.scalars(
+            select(AuditEvent).where(AuditEvent.event_type == AuditEventType.RESULT_VIEWED)
+        ).all()
+    assert [e.detail["command"] for e in viewed] == ["audit deliveries"] * 2
 
     retried = CliRunner(env=_env(box)).invoke(main, ["deliveries", "retry", str(dead)])
     assert retried.exit_code == 0, retried.output
