@@ -39,6 +39,7 @@ bench: install system
 
 demo-bundle: install
 	$(BIN)/training demo
+	$(BIN)/training input-domain worker/bundles/demo
 
 # Regenerate requirements.lock from pyproject.toml's direct needs (run by hand, commit the result).
 lock:

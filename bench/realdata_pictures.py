@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: shared CPU cores
 
 from bench.dicom_peers import REPO_ROOT  # noqa: E402
-from training.cli import echo_crossval  # noqa: E402
+from training.cli_tuning import echo_crossval  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.crossval import cross_validate  # noqa: E402
 from training.reports import json_safe  # noqa: E402

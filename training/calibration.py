@@ -39,14 +39,17 @@ def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
     """Temperature minimising the log loss of ``sigmoid(logit(p) / T)`` on known labels.
 
     A golden-section search over ``log T`` in [``T_MIN``, ``T_MAX``]; 1.0 when either label
-    value has fewer than ``MIN_EACH`` examples (too little to calibrate against).
+    value has fewer than ``MIN_EACH`` examples (too little to calibrate against). When the
+    validation scores separate the labels perfectly the log loss has no finite optimum below
+    1, so the search starts at 1: such a split can justify softening, never sharpening.
     """
     known = ~np.isnan(y)
     yk, zk = y[known].astype(np.float64), _logit(p[known])
     positives = int(yk.sum())
     if positives < MIN_EACH or yk.size - positives < MIN_EACH:
         return 1.0
-    lo, hi = math.log(T_MIN), math.log(T_MAX)
+    separated = float(zk[yk == 0].max()) < float(zk[yk == 1].min())
+    lo, hi = math.log(1.0 if separated else T_MIN), math.log(T_MAX)
     ratio = (math.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
     fa, fb = _nll(zk, yk, math.exp(a)), _nll(zk, yk, math.exp(b))

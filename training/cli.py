@@ -14,6 +14,9 @@ from typing import Any
 
 import click
 
+from training.cli_options import data_options, labelled_data, print_level
+from training.cli_tuning import crossval, operating_point, recalibrate
+
 logger = logging.getLogger(__name__)
 
 # Passive OpenMP waiting: on a shared 2-core machine, spinning worker threads slow a training
@@ -179,67 +182,8 @@ def train(
     except ValueError as exc:  # ConfigError, PretrainedMismatchError, BadFileError
         raise click.ClickException(str(exc)) from exc
     for split, block in result.report.items():
-        _print_level(f"{split} study", block["study"])
+        print_level(f"{split} study", block["study"])
     click.echo(f"run folder: {result.run_dir}  ({result.seconds:.0f} s)")
-
-
-@main.command()
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML or JSON recipe (e.g. training/recipes/real-pictures.toml).",
-)
-@click.option("--folders", help="Class-per-folder images root.")
-@click.option("--dicom-dir", help="RSNA layout: folder of DICOM slices.")
-@click.option("--labels", help="RSNA layout: ID,Label CSV.")
-@click.option("--folds", type=click.IntRange(2, 50), default=5, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for all folds.")
-@click.option("--overwrite", is_flag=True, help="Empty an existing --out first.")
-@click.option("--set", "sets", multiple=True, help="Any config key: --set image.epochs=10")
-def crossval(
-    config_file: Path | None,
-    folders: str | None,
-    dicom_dir: str | None,
-    labels: str | None,
-    folds: int,
-    out: Path,
-    overwrite: bool,
-    sets: tuple[str, ...],
-) -> None:
-    """k-fold cross-validation: AUC per fold, pooled AUC with a bootstrap 95 % interval."""
-    from training.config import load_config
-    from training.crossval import cross_validate
-
-    overrides = {"data.folders": folders, "data.dicom_dir": dicom_dir, "data.labels": labels}
-    try:
-        cfg = load_config(config_file, overrides, list(sets))
-        summary = cross_validate(cfg, out, folds, overwrite=overwrite)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    echo_crossval(summary)
-
-
-def echo_crossval(summary: dict[str, Any]) -> None:
-    """Print per-fold AUCs, their mean and range, and the pooled AUC with its interval."""
-    click.echo(summary["title"])
-    for fold in summary["folds"]:
-        aucs = "  ".join(
-            f"{k}={'n/a' if v is None else f'{v:.3f}'}" for k, v in fold["auc"].items()
-        )
-        click.echo(f"  fold {fold['fold']} (n={fold['n']}): AUC {aucs}")
-    study = summary["study"]
-    for name, auc in study["auc"].items():
-        if auc is None:
-            continue
-        low, high = study["auc_ci95"][name]
-        mean = summary["fold_auc_mean"][name]
-        f_low, f_high = summary["fold_auc_range"][name]
-        click.echo(
-            f"  {name}: pooled AUC {auc:.3f} (95% CI {low:.3f}-{high:.3f}, n={study['n']}); "
-            f"fold mean {mean:.3f}, range {f_low:.3f}-{f_high:.3f}; "
-            f"ECE {study['ece'][name]:.3f}; weighted log loss {study['weighted_log_loss']:.3f}"
-        )
 
 
 @main.command()
@@ -274,57 +218,9 @@ def _load(bundle: Path | None) -> Any:
     return loaded
 
 
-def _print_level(title: str, block: dict[str, Any]) -> None:
-    aucs = "  ".join(f"{k}={'n/a' if v is None else f'{v:.4f}'}" for k, v in block["auc"].items())
-    click.echo(f"{title} AUC: {aucs}")
-    loss = block["weighted_log_loss"]
-    click.echo(f"{title} weighted log loss: {'n/a' if loss is None else f'{loss:.4f}'}")
-    eces = block.get("ece") or {}
-    if any(v is not None for v in eces.values()):
-        text = "  ".join(f"{k}={v:.3f}" for k, v in eces.items() if v is not None)
-        click.echo(f"{title} expected calibration error: {text}")
-
-
-def _labelled_data(
-    loaded: Any, dicom_dir: Path | None, labels: Path | None, folders: Path | None
-) -> Any:
-    """The held-out set named by --dicom-dir + --labels or by --folders (exactly one)."""
-    from training.datasets import read_folder_dataset, read_rsna_dataset
-
-    if folders is not None and dicom_dir is None and labels is None:
-        return read_folder_dataset(folders)
-    if dicom_dir is not None and labels is not None and folders is None:
-        return read_rsna_dataset(dicom_dir, labels, loaded.class_names, labelled_only=True)
-    raise click.UsageError("give --dicom-dir with --labels, or --folders")
-
-
-def _data_options(func: Any) -> Any:
-    for option in reversed(
-        [
-            click.option(
-                "--dicom-dir",
-                type=click.Path(exists=True, file_okay=False, path_type=Path),
-                help="RSNA layout: DICOM slices (with --labels).",
-            ),
-            click.option(
-                "--labels",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                help="RSNA layout: ID,Label CSV.",
-            ),
-            click.option(
-                "--folders",
-                type=click.Path(exists=True, file_okay=False, path_type=Path),
-                help="Class-per-folder pictures (e.g. hemorrhage/ + normal/).",
-            ),
-        ]
-    ):
-        func = option(func)
-    return func
-
-
 @main.command()
 @_bundle_option
-@_data_options
+@data_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="report.json path.")
 @click.option("--plots/--no-plots", default=True, help="Also write PNGs and summary.md.")
 @click.option("--threads", type=int, default=2, show_default=True)
@@ -344,7 +240,7 @@ def evaluate(
 
     _threads(threads)
     loaded = _load(bundle)
-    dataset = _labelled_data(loaded, dicom_dir, labels, folders)
+    dataset = labelled_data(loaded, dicom_dir, labels, folders)
     unknown = [n for n in dataset.class_names if n not in loaded.class_names]
     if unknown:
         raise click.ClickException(
@@ -361,8 +257,8 @@ def evaluate(
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
-    _print_level("study", report["study"])
-    _print_level("slice", report["slice"])
+    print_level("study", report["study"])
+    print_level("slice", report["slice"])
     click.echo(f"report: {out}")
 
 
@@ -426,89 +322,6 @@ def explain(bundle: Path | None, file: Path, out: Path, class_name: str | None) 
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--target-sensitivity",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    help="New target for the thresholds (default: the run's own).",
-)
-def recalibrate(run_dir: Path, target_sensitivity: float | None) -> None:
-    """Re-fit a finished run's calibration, thresholds and reports (no training); then export."""
-    from training.recalibrate import recalibrate_run
-
-    report = recalibrate_run(run_dir, target_sensitivity)
-    for split, block in report.items():
-        _print_level(f"{split} study", block["study"])
-
-
-@main.command("operating-point")
-@click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="New bundle folder.")
-@click.option("--version", "version", required=True, help="Version of the new bundle.")
-@click.option(
-    "--target-sensitivity",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    help="Choose thresholds reaching this study sensitivity on the labelled data given.",
-)
-@click.option(
-    "--threshold",
-    "explicit",
-    multiple=True,
-    help="Explicit study threshold, CLASS=VALUE (repeatable); other classes keep theirs.",
-)
-@_data_options
-@click.option("--overwrite", is_flag=True, help="Replace --out when it exists.")
-def operating_point(
-    bundle_dir: Path,
-    out: Path,
-    version: str,
-    target_sensitivity: float | None,
-    explicit: tuple[str, ...],
-    dicom_dir: Path | None,
-    labels: Path | None,
-    folders: Path | None,
-    overwrite: bool,
-) -> None:
-    """Write a copy of a bundle with a new operating point: new version, new sha256."""
-    from training.bundle import load_bundle
-    from training.operating_point import set_operating_point, thresholds_on_data
-
-    if (target_sensitivity is None) == (not explicit):
-        raise click.UsageError("give --target-sensitivity (with data) or --threshold, not both")
-    how: dict[str, Any]
-    if explicit:
-        thresholds = {}
-        for item in explicit:
-            name, sep, value = item.partition("=")
-            try:
-                thresholds[name.strip()] = float(value)
-            except ValueError:
-                sep = ""
-            if not sep:
-                raise click.UsageError(f"--threshold {item!r}: expected CLASS=VALUE")
-        how = {"method": "explicit"}
-    else:
-        assert target_sensitivity is not None
-        loaded = load_bundle(bundle_dir)
-        dataset = _labelled_data(loaded, dicom_dir, labels, folders)
-        thresholds = thresholds_on_data(loaded, dataset, target_sensitivity)
-        how = {
-            "method": "target_sensitivity",
-            "target_sensitivity": target_sensitivity,
-            "data": dataset.source,
-            "studies": len({s.study_uid for s in dataset.series}),
-        }
-    try:
-        digest = set_operating_point(
-            bundle_dir, out, version=version, thresholds=thresholds, how=how, overwrite=overwrite
-        )
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    shown = "  ".join(f"{k}={v:.4f}" for k, v in thresholds.items())
-    click.echo(f"bundle {out} version {version} sha256 {digest}\nthresholds: {shown}")
-
-
-@main.command()
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -525,7 +338,7 @@ def operating_point(
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--set", "sets", multiple=True, help="Override a recipe key: --set image.epochs=5")
 def demo(out: Path | None, work: Path, studies: int, seed: int, sets: tuple[str, ...]) -> None:
-    """Train the synthetic demo bundle end to end (about 10 minutes on 2 CPU cores)."""
+    """Train the synthetic demo bundle end to end (11-30 minutes on 2 CPU cores, by load)."""
     from training.config import _parse_scalar
     from training.demo import build_demo_bundle, default_demo_dir
 
@@ -589,6 +402,10 @@ def input_domain(
         f"{min(scores):.2f}..{max(scores):.2f} (cut-off {cut_off}); bundle sha256 {report.sha256}"
     )
 
+
+main.add_command(crossval)
+main.add_command(recalibrate)
+main.add_command(operating_point)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

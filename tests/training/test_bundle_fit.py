@@ -97,3 +97,17 @@ def test_evaluate_scores_a_bundle_on_a_held_out_picture_folder(tmp_path: Path) -
     assert report["study"]["auc"]["subdural"] is None  # not labelled by the folders
     assert report["study"]["ece"]["any"] is not None
     assert (out.parent / "reliability_study.png").exists()
+
+
+def test_triage_worker_stops_at_start_with_an_unfit_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triage.cli import main as triage_main
+
+    unfit = _bundle(tmp_path / "pictures", ("any",), "image")
+    monkeypatch.setenv("TRIAGE_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("TRIAGE_MODEL_BUNDLE", str(unfit))
+    result = CliRunner().invoke(triage_main, ["worker", "--no-reconcile"])
+    assert result.exit_code != 0
+    assert "does not fit head-CT triage" in result.output
+    assert not (tmp_path / "var" / "triage.sqlite").exists()  # refused before migrations

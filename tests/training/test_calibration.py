@@ -31,9 +31,12 @@ def test_overconfident_scores_are_softened_and_ece_falls() -> None:
     assert np.all(np.diff(fixed[order]) >= 0)  # ranking kept (monotone map)
 
 
-def test_separable_validation_sharpens_at_most_to_the_floor_and_few_labels_keep_one() -> None:
+def test_separated_validation_never_sharpens_and_few_labels_keep_one() -> None:
     y = np.repeat([0.0, 1.0], 30)
     p = np.where(y == 1, 0.7, 0.3)
-    assert fit_temperature(y, p) == pytest.approx(T_MIN, abs=1e-3)
+    assert fit_temperature(y, p) == pytest.approx(1.0, abs=1e-3)  # separated: no sharpening
+    y_mixed = np.concatenate([y, [0.0, 1.0]])
+    p_mixed = np.concatenate([p, [0.7, 0.3]])  # two errors: the split can be sharpened a bit
+    assert T_MIN <= fit_temperature(np.tile(y_mixed, 5), np.tile(p_mixed, 5)) < 1.0
     assert fit_temperature(np.array([0, 0, 0, 1, 1.0]), np.array([0.1, 0.2, 0.3, 0.8, 0.9])) == 1.0
     assert fit_temperature(np.array([np.nan, 1.0]), np.array([0.5, 0.5])) == 1.0

@@ -113,3 +113,14 @@ def test_cli_refuses_a_used_run_folder_and_resumes_it_with_its_own_config(
     assert "resuming the image stage after epoch 1" in (run / "train.log").read_text()
     bad = runner.invoke(main, [*args[:-2], "--out", str(tmp_path / "r2"), "--arch", "resnet18x"])
     assert bad.exit_code != 0 and "'resnet18x' is not a timm model" in bad.output
+
+
+def test_mixed_precision_on_cpu_trains_in_bfloat16(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(40, 20, size=(16, 1, 32, 32)).astype(np.float16)
+    y = rng.integers(0, 2, size=(16, 1)).astype(np.float32)
+    cfg = ImageStageConfig(arch="test_resnet", epochs=1, batch_size=8, freeze_epochs=0, amp="on")
+    trainer = ImageStageTrainer(cfg, PreprocessSpec(size=32), ("any",), torch.device("cpu"))
+    assert trainer.amp and trainer.amp_dtype == torch.bfloat16
+    result = trainer.fit(x, y, x, y)
+    assert np.isfinite(result.history[0]["train_loss"])
