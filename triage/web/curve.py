@@ -1,9 +1,9 @@
 """The worklist thumbnail: the per-slice score curve as a small inline SVG, top slice marked.
 
 Drawn on the server from the stored slice scores, so it needs no image decoding and no
-script. When rendered key images (the top slice with its heat map, a DICOM Secondary
-Capture under the spool) exist, :mod:`triage.web.key_images` is the hook that will show
-them instead; until then this curve is the thumbnail.
+script. Where the worker spooled rendered key images (the top slice with its heat map, a
+DICOM Secondary Capture, made when results are delivered), :mod:`triage.web.key_images`
+shows that instead; otherwise this curve is the thumbnail.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ from triage.web.auth import (
 )
 from triage.web.context import client_address, web_context
 from triage.web.curve import curve_svg, slice_curve
-from triage.web.key_images import key_image_url
+from triage.web.key_images import thumbnail_png, top_key_image
 from triage.web.routes_studies import StudyId, acknowledge_study
 from triage.web.schemas import DEMO_LABEL, TRIAGE_AID, ResultDetail, ResultSummary, result_label
 from triage.web.study_views import detail, list_item
@@ -86,7 +86,6 @@ def flagged_findings(result: ResultSummary | ResultDetail) -> list[tuple[str, fl
 
 templates.env.globals.update(
     flagged_findings=flagged_findings,
-    key_image_url=key_image_url,
     ago=ago,
     result_label=result_label,
     TRIAGE_AID=TRIAGE_AID,
@@ -199,8 +198,19 @@ def _worklist_rows(request: Request, principal: Principal, session: DbSession) -
         lambda ids: slice_scores_of(session, ids),
     )
     items = [(list_item(row), curves.get(row["prediction_id"], "")) for row in rows]
+    spool = web_context(request).settings.spool.dir
+    key_images = {
+        item.id: f"/studies/{item.id}/key-image.png"
+        for item, _ in items
+        if item.result is not None
+        and item.result.assessed
+        and top_key_image(
+            spool, item.study_instance_uid, item.result.study_version, item.result.bundle_sha256
+        )
+    }
     return {
         "items": items,
+        "key_images": key_images,
         "total": total,
         "principal": principal,
         "csrf": principal.csrf_token,
@@ -256,6 +266,33 @@ def study_page(
         {"study": view, "curve": curve_svg(curve), "principal": principal,
          "csrf": principal.csrf_token, "now": utcnow()},
     )  # fmt: skip
+
+
+@router.get("/studies/{study_id}/key-image.png")
+def key_image(
+    request: Request, study_id: StudyId, principal: PageReader, session: DbSession
+) -> Response:
+    """The top key image (Grad-CAM over the slice the model saw) as a small PNG; audited."""
+    found = study_detail(session, study_id)
+    result = found["result"] if found else None
+    path = (
+        top_key_image(
+            web_context(request).settings.spool.dir,
+            found["study_instance_uid"],
+            result["study_version"],
+            result["bundle_sha256"],
+        )
+        if found and result
+        else None
+    )
+    if found is None or path is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no key image for this study")
+    record_access(
+        session, request, principal, AuditEventType.STUDY_VIEWED, action="key image",
+        study_instance_uid=found["study_instance_uid"],
+    )  # fmt: skip
+    session.commit()
+    return Response(thumbnail_png(path), media_type="image/png")
 
 
 def _authenticate_once(request: Request) -> Principal | None:

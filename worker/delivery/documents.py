@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 
 from db.models import Prediction
 from training.classes import DISCLAIMER_SYNTHETIC
-from triage.uids import require_uid
+from triage.result_store import result_folder
 from worker.reports import (
     DocumentRef,
     ResultDocuments,
@@ -44,14 +43,6 @@ class SpooledResult:
     folder: Path
     document_uids: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def result_folder(spool: Path, study_uid: str, version: int, bundle_sha256: str) -> Path:
-    """``<spool>/results/<study UID>/v<version>-<sha12>``; the UID is checked before use."""
-    require_uid(study_uid, "Study Instance UID")
-    if not re.fullmatch(r"[0-9a-f]{12,64}", bundle_sha256):
-        raise ValueError("bundle_sha256: not a hex digest")
-    return spool / "results" / study_uid / f"v{int(version)}-{bundle_sha256[:12]}"
 
 
 def _header(ds: Dataset) -> Dataset:
