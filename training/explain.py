@@ -65,7 +65,7 @@ def grad_cam(model: ImageModel, x: torch.Tensor, class_index: int) -> tuple[np.n
     cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     cam = cam / cam.max() if float(cam.max()) > 0 else cam
-    return cam.numpy(), float(torch.sigmoid(logits[0, class_index].detach()))
+    return cam.detach().cpu().numpy(), float(torch.sigmoid(logits[0, class_index].detach()))
 
 
 @dataclass(frozen=True)
