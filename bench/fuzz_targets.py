@@ -16,6 +16,7 @@ dying (a native decoder's segfault) or raising past :func:`worker.volume_loader.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 import resource
 import threading
@@ -432,7 +433,13 @@ def _decode_isolated(
 def _in_child(
     function: Callable[[Sequence[str]], tuple[list[str], float]], paths: list[str], timeout: float
 ) -> tuple[list[str], float]:
-    pool = ProcessPoolExecutor(max_workers=1, initializer=_limit_memory)
+    # forkserver, not fork: a child forked from a process with threads running (a test
+    # suite's servers, the broker's) can inherit a held lock and hang at its first thread.
+    pool = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=_limit_memory,
+    )
     try:
         return pool.submit(function, paths).result(timeout=timeout)
     finally:
