@@ -52,7 +52,7 @@ def test_health_and_readiness_without_credentials(web: WebRig) -> None:
     with web.client() as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
-    assert ready.status_code == 200
+    assert ready.status_code == 200, ready.text
     body = ready.json()
     assert body["ready"] is True
     assert set(body["checks"]) == {"database", "broker", "spool"}

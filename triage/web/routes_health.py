@@ -39,7 +39,7 @@ def _broker(settings: Settings) -> Check:
     try:
         with make_celery(settings).connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
-        return Check(ok=True, detail=connection.transport_cls)
+        return Check(ok=True, detail=str(connection.transport.driver_type))
     except Exception as exc:
         return Check(ok=False, detail=type(exc).__name__)
 
