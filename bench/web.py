@@ -124,8 +124,8 @@ def seed(session: Session, count: int, rng: random.Random) -> None:
         session.add_all(
             Delivery(
                 prediction_id=p.id, channel="sr", destination="PACS@10.0.0.5:104",
-                state=DeliveryState.DELIVERED, attempts=1,
-                delivered_at=p.created_at + timedelta(seconds=2),
+                state=DeliveryState.SENT, attempts=1,
+                acknowledged_at=p.created_at + timedelta(seconds=2),
             )
             for p in predictions
             if rng.random() < 0.8

@@ -240,6 +240,7 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("prediction_id", "channel", "destination", name="uq_delivery_key"),
         Index("ix_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_deliveries_prediction_state", "prediction_id", "state"),
     )
 
 

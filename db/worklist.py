@@ -82,12 +82,19 @@ def _latest_deployed_id() -> Any:
 
 
 def _delivered_clause() -> Any:
+    """Any prediction of the study with a sent delivery.
+
+    Written prediction-first (a nested EXISTS) so that SQLite, which has no statistics on
+    a young database, looks up each prediction's deliveries by index
+    (``ix_deliveries_prediction_state``) instead of scanning every sent delivery per study.
+    """
     any_prediction = aliased(Prediction)  # not the outer query's latest prediction
-    return exists(
-        select(Delivery.id)
-        .join(any_prediction, any_prediction.id == Delivery.prediction_id)
-        .where(any_prediction.study_id == Study.id, Delivery.state == DeliveryState.SENT)
+    sent = exists(
+        select(Delivery.id).where(
+            Delivery.prediction_id == any_prediction.id, Delivery.state == DeliveryState.SENT
+        )
     )
+    return exists(select(any_prediction.id).where(any_prediction.study_id == Study.id, sent))
 
 
 def _needs_prediction(flt: StudyFilter) -> bool:

@@ -1,7 +1,7 @@
 """Web app access: users (token hashes), sessions, sign-in failures, acknowledgements.
 
 Revision ID: 0004_web_access
-Revises: 0002
+Revises: 0003_outbox
 """
 
 import sqlalchemy as sa
