@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from sqlalchemy import select
 
 from bench.dicom_peers import REPO_ROOT, send, start_triage
 from bench.orthanc_peer import start_orthanc
+from bench.stack import wait_for
 from db.engine import make_engine, make_session_factory
 from db.models import AuditEvent, Delivery, Prediction, Study
 from db.vocabulary import AuditEventType
@@ -39,16 +39,6 @@ from training.phantom import write_phantom_study
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 GOAL_SECONDS = 5.0
-
-
-def _wait(probe: Any, timeout: float, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
 
 
 def _row(sessions: Any, study_uid: str) -> tuple[Prediction, Delivery] | None:
@@ -116,7 +106,7 @@ def main() -> None:
     rounds: list[dict[str, Any]] = []
     try:
         for log, proc in ((work / "worker.log", worker), (work / "delivery.log", sender)):
-            if not _wait(lambda log=log: b"ready" in log.read_bytes(), 120, 0.2):
+            if not wait_for(lambda log=log: b"ready" in log.read_bytes(), 120, 0.2):
                 raise SystemExit(f"{log.name}: process did not start (exit {proc.poll()})")
         for round_no in range(args.rounds + 1):  # round 0 warms caches, not counted
             study = write_phantom_study(
@@ -129,16 +119,16 @@ def main() -> None:
             acked = datetime.now(UTC)
             if result.returncode != 0:
                 raise SystemExit(f"storescu failed: {result.output[-500:]}")
-            found = _wait(lambda s=study: _row(sessions, s.study_uid), 120)
+            found = wait_for(lambda s=study: _row(sessions, s.study_uid), 120, 0.02)
             if found is None:
                 raise SystemExit("no prediction within 120 s; see " + str(work / "worker.log"))
             prediction, delivery = found
             sr_uid = delivery.document_uids["sr"]
-            seen = _wait(lambda u=sr_uid: orthanc.rest("POST", "/tools/lookup", u), 60)
+            seen = wait_for(lambda u=sr_uid: orthanc.rest("POST", "/tools/lookup", u), 60, 0.02)
             sr_at = datetime.now(UTC)
             if not seen:
                 raise SystemExit("SR not in Orthanc within 60 s; see " + str(work / "delivery.log"))
-            detail = _wait(lambda s=study: _sent_detail(sessions, s.study_uid), 30) or {}
+            detail = wait_for(lambda s=study: _sent_detail(sessions, s.study_uid), 30, 0.02) or {}
             sent = detail.get("sent", {})
             figures = {
                 "last_slice_to_sr_s": round((sr_at - acked).total_seconds(), 3),
